@@ -1,0 +1,42 @@
+# Sluice: the two commands are `make run` and `make test`.
+CARGO ?= cargo
+DATA_DIR ?= ./data
+
+.PHONY: run build release test test-rust test-clients lint fmt bench fuzz clean
+
+## Start a single node with embedded defaults (data in ./data, Kinesis on 127.0.0.1:4567, gRPC on 127.0.0.1:50051).
+run:
+	$(CARGO) run --release -p sluice -- server --data-dir $(DATA_DIR)
+
+build:
+	$(CARGO) build -p sluice
+
+release:
+	$(CARGO) build --release -p sluice
+
+## Every test: formatting, lints, Rust unit + integration suites, boto3 and JavaScript SDK suites.
+test: lint test-rust test-clients
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test-rust: build
+	$(CARGO) nextest run --workspace --all-targets --no-fail-fast
+
+test-clients: build
+	bash tests/run-client-tests.sh target/debug/sluice
+
+fmt:
+	$(CARGO) fmt --all
+
+## Load generator against a fresh release node; prints throughput and latency percentiles.
+bench: release
+	bash deploy/bench.sh
+
+## Bounded fuzzing of request decoding and segment recovery (not part of `make test`).
+fuzz:
+	bash fuzz/run.sh $(FUZZ_SECONDS)
+
+clean:
+	$(CARGO) clean

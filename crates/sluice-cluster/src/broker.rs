@@ -1,0 +1,784 @@
+//! The broker of one node: control-plane calls become metadata commands, data-plane calls
+//! go to the shard logs this node hosts. Both front ends (Kinesis HTTP and gRPC) call only
+//! this type.
+
+use crate::error::BrokerError;
+use crate::iterator::ShardIterator;
+use crate::record::StoredRecord;
+use crate::shard::{AppendError, ShardLog};
+use bytes::Bytes;
+use parking_lot::RwLock;
+use sluice_meta::{
+    Command, EndingOffsets, Identity, Meta, MetaState, Stream, StreamMode, StreamStatus,
+};
+use sluice_storage::LogConfig;
+use sluice_types::limits::{ITERATOR_TTL_MS, MAX_GET_RECORDS_BYTES};
+use sluice_types::{SequenceNumber, ShardId, partition_key_hash};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
+
+/// Milliseconds since the Unix epoch. Replaceable so tests control time.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    })
+}
+
+/// What the broker needs to run.
+#[derive(Clone)]
+pub struct BrokerConfig {
+    pub data_dir: PathBuf,
+    pub identity: Identity,
+    /// fsync appends before acknowledging them. Only tests turn this off.
+    pub fsync: bool,
+    pub segment_bytes: u64,
+    pub retention_check_interval: Duration,
+    pub clock: Clock,
+}
+
+impl BrokerConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        BrokerConfig {
+            data_dir: data_dir.into(),
+            identity: Identity::default(),
+            fsync: true,
+            segment_bytes: 64 << 20,
+            retention_check_interval: Duration::from_secs(60),
+            clock: system_clock(),
+        }
+    }
+}
+
+/// One record of a PutRecord/PutRecords call, already validated.
+#[derive(Debug, Clone)]
+pub struct PutRecordInput {
+    pub partition_key: String,
+    pub explicit_hash_key: Option<u128>,
+    pub data: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutRecordOutput {
+    pub shard: ShardId,
+    pub sequence: SequenceNumber,
+}
+
+/// A record that was not written; the rest of the request may still have been.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutRecordFailure {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Where a new shard iterator starts.
+#[derive(Debug, Clone)]
+pub enum IteratorStart {
+    TrimHorizon,
+    Latest,
+    AtSequence(String),
+    AfterSequence(String),
+    AtTimestampMs(u64),
+}
+
+/// A child shard reported at the end of a closed shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildShard {
+    pub shard: ShardId,
+    pub parents: Vec<ShardId>,
+    pub start_hash: u128,
+    pub end_hash: u128,
+}
+
+#[derive(Debug, Clone)]
+pub struct GetRecordsOutput {
+    pub shard: ShardId,
+    pub records: Vec<StoredRecord>,
+    pub next_iterator: Option<String>,
+    pub millis_behind_latest: u64,
+    pub child_shards: Option<Vec<ChildShard>>,
+}
+
+type ShardKey = (String, u64, u32);
+
+struct Inner {
+    config: BrokerConfig,
+    meta: Meta,
+    shards: RwLock<HashMap<ShardKey, Arc<ShardLog>>>,
+    cancel: CancellationToken,
+}
+
+/// The single entry point of both front ends.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+impl Broker {
+    /// Opens the metadata and every shard log (recovering torn tails), finishes control
+    /// operations a crash interrupted, and starts the retention task.
+    pub async fn open(config: BrokerConfig) -> Result<Broker, BrokerError> {
+        let meta_dir = config.data_dir.join("meta");
+        let identity = config.identity.clone();
+        let fsync = config.fsync;
+        let meta =
+            tokio::task::spawn_blocking(move || Meta::open(&meta_dir, identity, fsync)).await??;
+        let broker = Broker {
+            inner: Arc::new(Inner {
+                config,
+                meta,
+                shards: RwLock::new(HashMap::new()),
+                cancel: CancellationToken::new(),
+            }),
+        };
+        let streams: Vec<Stream> = broker
+            .inner
+            .meta
+            .read(|s| s.streams.values().cloned().collect());
+        for stream in streams {
+            broker.settle(&stream).await?;
+        }
+        broker.spawn_retention();
+        Ok(broker)
+    }
+
+    /// Stops background work.
+    pub fn shutdown(&self) {
+        self.inner.cancel.cancel();
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.inner.config.identity
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        (self.inner.config.clock)()
+    }
+
+    pub fn stream_arn(&self, name: &str) -> String {
+        let identity = &self.inner.config.identity;
+        format!(
+            "arn:aws:kinesis:{}:{}:stream/{name}",
+            identity.region, identity.account
+        )
+    }
+
+    /// Reads the metadata state.
+    pub fn with_state<R>(&self, f: impl FnOnce(&MetaState) -> R) -> R {
+        self.inner.meta.read(f)
+    }
+
+    pub fn stream(&self, name: &str) -> Result<Stream, BrokerError> {
+        self.inner
+            .meta
+            .read(|state| state.streams.get(name).cloned())
+            .ok_or_else(|| self.stream_not_found(name))
+    }
+
+    fn stream_not_found(&self, name: &str) -> BrokerError {
+        BrokerError::NotFound(format!(
+            "Stream {name} under account {} not found.",
+            self.inner.config.identity.account
+        ))
+    }
+
+    async fn propose(&self, command: Command) -> Result<(), BrokerError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || inner.meta.propose(&command)).await??;
+        Ok(())
+    }
+
+    // ----- control plane -------------------------------------------------------------
+
+    pub async fn create_stream(
+        &self,
+        name: &str,
+        shard_count: u32,
+        mode: StreamMode,
+        tags: BTreeMap<String, String>,
+    ) -> Result<(), BrokerError> {
+        self.propose(Command::CreateStream {
+            name: name.to_owned(),
+            shard_count,
+            mode,
+            tags,
+            now_ms: self.now_ms(),
+        })
+        .await?;
+        self.settle_in_background(name);
+        Ok(())
+    }
+
+    pub async fn delete_stream(
+        &self,
+        name: &str,
+        enforce_consumer_deletion: bool,
+    ) -> Result<(), BrokerError> {
+        self.propose(Command::DeleteStream {
+            name: name.to_owned(),
+            enforce_consumer_deletion,
+        })
+        .await?;
+        self.settle_in_background(name);
+        Ok(())
+    }
+
+    pub async fn set_retention(
+        &self,
+        name: &str,
+        hours: u32,
+        increase: bool,
+    ) -> Result<(), BrokerError> {
+        self.propose(Command::SetRetention {
+            name: name.to_owned(),
+            hours,
+            increase,
+        })
+        .await
+    }
+
+    pub async fn add_tags(
+        &self,
+        name: &str,
+        tags: BTreeMap<String, String>,
+    ) -> Result<(), BrokerError> {
+        self.propose(Command::AddTags {
+            name: name.to_owned(),
+            tags,
+        })
+        .await
+    }
+
+    pub async fn remove_tags(&self, name: &str, keys: Vec<String>) -> Result<(), BrokerError> {
+        self.propose(Command::RemoveTags {
+            name: name.to_owned(),
+            keys,
+        })
+        .await
+    }
+
+    /// Returns (metrics before, metrics after).
+    pub async fn set_enhanced_metrics(
+        &self,
+        name: &str,
+        metrics: Vec<String>,
+        enable: bool,
+    ) -> Result<(Vec<String>, Vec<String>), BrokerError> {
+        let before = self.stream(name)?.enhanced_metrics;
+        self.propose(Command::SetEnhancedMetrics {
+            name: name.to_owned(),
+            metrics,
+            enable,
+        })
+        .await?;
+        Ok((before, self.stream(name)?.enhanced_metrics))
+    }
+
+    pub async fn update_stream_mode(
+        &self,
+        name: &str,
+        mode: StreamMode,
+    ) -> Result<(), BrokerError> {
+        self.propose(Command::UpdateStreamMode {
+            name: name.to_owned(),
+            mode,
+            now_ms: self.now_ms(),
+        })
+        .await?;
+        Ok(())
+    }
+
+    pub async fn register_consumer(&self, name: &str, consumer: &str) -> Result<(), BrokerError> {
+        self.propose(Command::RegisterConsumer {
+            name: name.to_owned(),
+            consumer: consumer.to_owned(),
+            now_ms: self.now_ms(),
+        })
+        .await?;
+        self.settle_in_background(name);
+        Ok(())
+    }
+
+    pub async fn deregister_consumer(&self, name: &str, consumer: &str) -> Result<(), BrokerError> {
+        self.propose(Command::DeregisterConsumer {
+            name: name.to_owned(),
+            consumer: consumer.to_owned(),
+        })
+        .await?;
+        self.settle_in_background(name);
+        Ok(())
+    }
+
+    pub async fn split_shard(
+        &self,
+        name: &str,
+        shard: ShardId,
+        new_starting_hash_key: &str,
+    ) -> Result<(), BrokerError> {
+        let stream = self.stream(name)?;
+        let command = |ending| Command::SplitShard {
+            name: name.to_owned(),
+            shard: shard.0,
+            new_starting_hash_key: new_starting_hash_key.to_owned(),
+            ending,
+            now_ms: self.now_ms(),
+        };
+        // Check before closing anything, so a rejected split leaves the shard writable.
+        self.inner
+            .meta
+            .read(|state| state.plan(&command(EndingOffsets::new())))?;
+        self.reshard(&stream, &[shard.0], command).await
+    }
+
+    pub async fn merge_shards(
+        &self,
+        name: &str,
+        shard: ShardId,
+        adjacent: ShardId,
+    ) -> Result<(), BrokerError> {
+        let stream = self.stream(name)?;
+        let command = |ending| Command::MergeShards {
+            name: name.to_owned(),
+            shard: shard.0,
+            adjacent: adjacent.0,
+            ending,
+            now_ms: self.now_ms(),
+        };
+        self.inner
+            .meta
+            .read(|state| state.plan(&command(EndingOffsets::new())))?;
+        self.reshard(&stream, &[shard.0, adjacent.0], command).await
+    }
+
+    pub async fn update_shard_count(&self, name: &str, target: u32) -> Result<(), BrokerError> {
+        let stream = self.stream(name)?;
+        let command = |ending| Command::UpdateShardCount {
+            name: name.to_owned(),
+            target,
+            ending,
+            now_ms: self.now_ms(),
+        };
+        self.inner
+            .meta
+            .read(|state| state.plan(&command(EndingOffsets::new())))?;
+        let open: Vec<u32> = stream.open_shards().map(|s| s.id).collect();
+        self.reshard(&stream, &open, command).await
+    }
+
+    /// Closes the given shards' logs, records their last offsets in the command, and
+    /// commits it; if the command is rejected after all, the shards are reopened.
+    async fn reshard(
+        &self,
+        stream: &Stream,
+        closing: &[u32],
+        command: impl Fn(EndingOffsets) -> Command,
+    ) -> Result<(), BrokerError> {
+        let mut ending = EndingOffsets::new();
+        let mut closed = Vec::new();
+        for shard in closing {
+            let log = self.shard_log(stream, *shard)?;
+            let log_for_close = Arc::clone(&log);
+            let last =
+                tokio::task::spawn_blocking(move || log_for_close.close_blocking()).await??;
+            ending.insert(*shard, last);
+            closed.push(log);
+        }
+        if let Err(error) = self.propose(command(ending)).await {
+            for log in closed {
+                log.reopen();
+            }
+            return Err(error);
+        }
+        self.settle_in_background(&stream.name);
+        Ok(())
+    }
+
+    /// Brings one stream's on-disk state in line with its metadata: opens shard logs,
+    /// activates CREATING/UPDATING streams and consumers, and removes DELETING ones.
+    async fn settle(&self, stream: &Stream) -> Result<(), BrokerError> {
+        match stream.status {
+            StreamStatus::Deleting => {
+                let dir = self.stream_dir(stream);
+                self.inner.shards.write().retain(|(name, created, _), _| {
+                    !(name == &stream.name && *created == stream.created_ms)
+                });
+                if tokio::fs::try_exists(&dir).await.unwrap_or(false) {
+                    tokio::fs::remove_dir_all(&dir)
+                        .await
+                        .map_err(|e| BrokerError::Storage(sluice_storage::StorageError::from(e)))?;
+                }
+                self.propose(Command::ForgetStream {
+                    name: stream.name.clone(),
+                    created_ms: stream.created_ms,
+                })
+                .await
+            }
+            StreamStatus::Creating | StreamStatus::Updating | StreamStatus::Active => {
+                for shard in &stream.shards {
+                    self.open_shard_log(stream, shard.id).await?;
+                    if let Some(ending) = shard.closed {
+                        // A close survives restarts: the metadata says so.
+                        let log = self.shard_log(stream, shard.id)?;
+                        let _ = ending;
+                        let log_for_close = Arc::clone(&log);
+                        tokio::task::spawn_blocking(move || log_for_close.close_blocking())
+                            .await??;
+                    }
+                }
+                let pending_consumers = stream
+                    .consumers
+                    .iter()
+                    .any(|c| c.status != sluice_meta::ConsumerStatus::Active);
+                if stream.status != StreamStatus::Active || pending_consumers {
+                    self.propose(Command::ActivateStream {
+                        name: stream.name.clone(),
+                        created_ms: stream.created_ms,
+                    })
+                    .await?;
+                    for consumer in &stream.consumers {
+                        if consumer.status == sluice_meta::ConsumerStatus::Deleting {
+                            self.propose(Command::ForgetConsumer {
+                                name: stream.name.clone(),
+                                consumer: consumer.name.clone(),
+                            })
+                            .await?;
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn settle_in_background(&self, name: &str) {
+        let broker = self.clone();
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            let Ok(stream) = broker.stream(&name) else {
+                return;
+            };
+            if let Err(error) = broker.settle(&stream).await {
+                tracing::error!(stream = %name, error = %error, "could not finish a control operation");
+            }
+        });
+    }
+
+    fn stream_dir(&self, stream: &Stream) -> PathBuf {
+        self.inner
+            .config
+            .data_dir
+            .join("streams")
+            .join(format!("{}.{}", stream.name, stream.created_ms))
+    }
+
+    async fn open_shard_log(
+        &self,
+        stream: &Stream,
+        shard: u32,
+    ) -> Result<Arc<ShardLog>, BrokerError> {
+        let key = (stream.name.clone(), stream.created_ms, shard);
+        if let Some(log) = self.inner.shards.read().get(&key) {
+            return Ok(Arc::clone(log));
+        }
+        let dir = self.stream_dir(stream).join(format!("{shard:012}"));
+        let config = LogConfig {
+            segment_bytes: self.inner.config.segment_bytes,
+            fsync: self.inner.config.fsync,
+            ..LogConfig::default()
+        };
+        let opened = tokio::task::spawn_blocking(move || ShardLog::open(&dir, config)).await??;
+        let mut shards = self.inner.shards.write();
+        Ok(Arc::clone(shards.entry(key).or_insert(opened)))
+    }
+
+    fn shard_log(&self, stream: &Stream, shard: u32) -> Result<Arc<ShardLog>, BrokerError> {
+        self.inner
+            .shards
+            .read()
+            .get(&(stream.name.clone(), stream.created_ms, shard))
+            .cloned()
+            .ok_or_else(|| self.stream_not_found(&stream.name))
+    }
+
+    fn spawn_retention(&self) {
+        let broker = self.clone();
+        let interval = self.inner.config.retention_check_interval;
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            loop {
+                tokio::select! {
+                    _ = broker.inner.cancel.cancelled() => return,
+                    _ = ticker.tick() => {}
+                }
+                if let Err(error) = broker.enforce_retention().await {
+                    tracing::error!(error = %error, "retention pass failed");
+                }
+            }
+        });
+    }
+
+    /// Deletes whole segments older than each stream's retention period.
+    pub async fn enforce_retention(&self) -> Result<u64, BrokerError> {
+        let now = self.now_ms();
+        let streams: Vec<Stream> = self
+            .inner
+            .meta
+            .read(|s| s.streams.values().cloned().collect());
+        let mut dropped = 0;
+        for stream in streams {
+            let cutoff = now.saturating_sub(u64::from(stream.retention_hours) * 3_600_000);
+            for shard in &stream.shards {
+                let Ok(log) = self.shard_log(&stream, shard.id) else {
+                    continue;
+                };
+                dropped +=
+                    tokio::task::spawn_blocking(move || log.delete_older_than(cutoff)).await??;
+            }
+        }
+        Ok(dropped)
+    }
+
+    // ----- data plane ----------------------------------------------------------------
+
+    /// A stream that accepts reads and writes (ACTIVE or UPDATING).
+    fn writable_stream(&self, name: &str) -> Result<Stream, BrokerError> {
+        let stream = self.stream(name)?;
+        match stream.status {
+            StreamStatus::Active | StreamStatus::Updating => Ok(stream),
+            _ => Err(self.stream_not_found(name)),
+        }
+    }
+
+    /// Appends records, grouped per shard into one batch each, and answers in request
+    /// order. Records of one shard keep their request order.
+    pub async fn put_records(
+        &self,
+        name: &str,
+        records: Vec<PutRecordInput>,
+    ) -> Result<Vec<Result<PutRecordOutput, PutRecordFailure>>, BrokerError> {
+        let mut results: Vec<Option<Result<PutRecordOutput, PutRecordFailure>>> =
+            vec![None; records.len()];
+        let mut pending: Vec<(usize, PutRecordInput)> = records.into_iter().enumerate().collect();
+        // A split or merge may close a shard between routing and appending: route again.
+        for _attempt in 0..4 {
+            if pending.is_empty() {
+                break;
+            }
+            let stream = self.writable_stream(name)?;
+            let mut open: Vec<&sluice_meta::Shard> = stream.open_shards().collect();
+            open.sort_by_key(|s| s.start_hash);
+            let mut batches: BTreeMap<u32, Vec<(usize, PutRecordInput)>> = BTreeMap::new();
+            for (position, record) in pending.drain(..) {
+                let hash = record
+                    .explicit_hash_key
+                    .unwrap_or_else(|| partition_key_hash(&record.partition_key));
+                let index = open.partition_point(|s| s.end_hash < hash);
+                let Some(shard) = open.get(index) else {
+                    results[position] = Some(Err(PutRecordFailure {
+                        code: "InternalFailure",
+                        message: "Internal service failure.".to_owned(),
+                    }));
+                    continue;
+                };
+                batches
+                    .entry(shard.id)
+                    .or_default()
+                    .push((position, record));
+            }
+            let now = self.now_ms();
+            let mut appends = tokio::task::JoinSet::new();
+            for (shard, batch) in batches {
+                let log = self.shard_log(&stream, shard)?;
+                appends.spawn(async move {
+                    let data: Vec<(String, Bytes)> = batch
+                        .iter()
+                        .map(|(_, r)| (r.partition_key.clone(), r.data.clone()))
+                        .collect();
+                    let outcome = log.append(data, now).await;
+                    (shard, batch, outcome)
+                });
+            }
+            while let Some(joined) = appends.join_next().await {
+                let (shard, batch, outcome) = joined?;
+                match outcome {
+                    Ok(appended) => {
+                        for (i, (position, _)) in batch.into_iter().enumerate() {
+                            results[position] = Some(Ok(PutRecordOutput {
+                                shard: ShardId(shard),
+                                sequence: SequenceNumber::new(
+                                    ShardId(shard),
+                                    appended.first_offset + i as u64,
+                                ),
+                            }));
+                        }
+                    }
+                    Err(AppendError::Closed) => pending.extend(batch),
+                    Err(AppendError::Failed(error)) => {
+                        tracing::error!(stream = %name, shard, error = %error, "append failed");
+                        for (position, _) in batch {
+                            results[position] = Some(Err(PutRecordFailure {
+                                code: "InternalFailure",
+                                message: "Internal service failure.".to_owned(),
+                            }));
+                        }
+                    }
+                }
+            }
+            pending.sort_by_key(|(position, _)| *position);
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(PutRecordFailure {
+                        code: "InternalFailure",
+                        message: "Internal service failure.".to_owned(),
+                    })
+                })
+            })
+            .collect())
+    }
+
+    fn shard_not_found(&self, name: &str, shard: &str) -> BrokerError {
+        BrokerError::NotFound(format!(
+            "Shard {shard} in stream {name} under account {} does not exist",
+            self.inner.config.identity.account
+        ))
+    }
+
+    pub async fn get_shard_iterator(
+        &self,
+        name: &str,
+        shard_text: &str,
+        start: IteratorStart,
+    ) -> Result<String, BrokerError> {
+        let stream = self.writable_stream(name)?;
+        let shard = ShardId::parse(shard_text)
+            .ok()
+            .filter(|id| stream.shard(*id).is_some())
+            .ok_or_else(|| self.shard_not_found(name, shard_text))?;
+        let log = self.shard_log(&stream, shard.0)?;
+        let account = &self.inner.config.identity.account;
+        let parse_sequence = |text: &str| -> Result<u64, BrokerError> {
+            let sequence = SequenceNumber::parse(text).map_err(|_| {
+                BrokerError::InvalidArgument(format!(
+                    "StartingSequenceNumber {text} used in GetShardIterator on shard {shard} in stream {name} under account {account} is invalid."
+                ))
+            })?;
+            if sequence.shard != shard {
+                return Err(BrokerError::InvalidArgument(format!(
+                    "Invalid StartingSequenceNumber. It encodes {}, while it was used in a call to a shard with {shard}",
+                    sequence.shard
+                )));
+            }
+            Ok(sequence.offset)
+        };
+        let offset = match start {
+            IteratorStart::TrimHorizon => log.first_offset(),
+            IteratorStart::Latest => log.commit_point(),
+            IteratorStart::AtSequence(text) => parse_sequence(&text)?,
+            IteratorStart::AfterSequence(text) => parse_sequence(&text)?.saturating_add(1),
+            IteratorStart::AtTimestampMs(ms) => log.offset_at_timestamp(ms).await?,
+        };
+        Ok(ShardIterator {
+            issued_ms: self.now_ms(),
+            stream_created_ms: stream.created_ms,
+            shard: shard.0,
+            offset,
+            stream: name.to_owned(),
+        }
+        .encode())
+    }
+
+    pub async fn get_records(
+        &self,
+        iterator: &str,
+        limit: usize,
+    ) -> Result<GetRecordsOutput, BrokerError> {
+        let position = ShardIterator::decode(iterator)
+            .ok_or_else(|| BrokerError::InvalidArgument("Invalid ShardIterator.".to_owned()))?;
+        let now = self.now_ms();
+        if now.saturating_sub(position.issued_ms) > ITERATOR_TTL_MS {
+            return Err(BrokerError::ExpiredIterator(format!(
+                "Iterator expired. The iterator was created at time {} while right now it is {} which is further in the future than the tolerated delay of {ITERATOR_TTL_MS} milliseconds.",
+                format_time(position.issued_ms),
+                format_time(now)
+            )));
+        }
+        let stream = self.writable_stream(&position.stream)?;
+        let shard_id = ShardId(position.shard);
+        if stream.created_ms != position.stream_created_ms {
+            return Err(self.shard_not_found(&position.stream, &shard_id.to_string()));
+        }
+        let shard = stream
+            .shard(shard_id)
+            .ok_or_else(|| self.shard_not_found(&position.stream, &shard_id.to_string()))?;
+        let log = self.shard_log(&stream, shard_id.0)?;
+        let records = log
+            .read(position.offset, limit, MAX_GET_RECORDS_BYTES)
+            .await?;
+        let next_offset = records
+            .last()
+            .map_or(position.offset.max(log.first_offset()), |r| r.offset + 1);
+        let commit_point = log.commit_point();
+        let millis_behind_latest = if next_offset >= commit_point {
+            0
+        } else {
+            log.newest_timestamp_ms()
+                .saturating_sub(records.last().map_or(now, |r| r.arrival_ms))
+        };
+        let finished = match shard.closed {
+            Some(Some(ending)) => next_offset > ending,
+            Some(None) => true,
+            None => false,
+        };
+        let (next_iterator, child_shards) = if finished {
+            (None, Some(child_shards(&stream, shard_id)))
+        } else {
+            let next = ShardIterator {
+                issued_ms: now,
+                offset: next_offset,
+                ..position
+            };
+            (Some(next.encode()), None)
+        };
+        Ok(GetRecordsOutput {
+            shard: shard_id,
+            records,
+            next_iterator,
+            millis_behind_latest,
+            child_shards,
+        })
+    }
+}
+
+fn child_shards(stream: &Stream, parent: ShardId) -> Vec<ChildShard> {
+    stream
+        .shards
+        .iter()
+        .filter(|s| s.parent == Some(parent.0) || s.adjacent_parent == Some(parent.0))
+        .map(|s| ChildShard {
+            shard: s.shard_id(),
+            parents: [s.parent, s.adjacent_parent]
+                .into_iter()
+                .flatten()
+                .map(ShardId)
+                .collect(),
+            start_hash: s.start_hash,
+            end_hash: s.end_hash,
+        })
+        .collect()
+}
+
+/// AWS prints times in iterator-expiry messages like `Thu Jan 01 00:00:00 UTC 1970`; we
+/// print the epoch milliseconds, which is unambiguous.
+fn format_time(ms: u64) -> String {
+    ms.to_string()
+}

@@ -1,0 +1,48 @@
+//! Errors the broker answers with. Client-facing variants carry the AWS message; the
+//! gateway and the gRPC service map them to the wire, each in one place.
+
+use sluice_meta::{CommandError, MetaError};
+use sluice_storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InUse(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    LimitExceeded(String),
+    #[error("{0}")]
+    Validation(String),
+    #[error("{0}")]
+    ExpiredIterator(String),
+    #[error("shard storage")]
+    Storage(#[from] StorageError),
+    #[error("metadata")]
+    Meta(#[source] MetaError),
+    #[error("background task failed")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl From<MetaError> for BrokerError {
+    fn from(error: MetaError) -> Self {
+        match error {
+            MetaError::Rejected(rejected) => rejected.into(),
+            other => BrokerError::Meta(other),
+        }
+    }
+}
+
+impl From<CommandError> for BrokerError {
+    fn from(error: CommandError) -> Self {
+        match error {
+            CommandError::NotFound(m) => BrokerError::NotFound(m),
+            CommandError::InUse(m) => BrokerError::InUse(m),
+            CommandError::InvalidArgument(m) => BrokerError::InvalidArgument(m),
+            CommandError::LimitExceeded(m) => BrokerError::LimitExceeded(m),
+            CommandError::Validation(m) => BrokerError::Validation(m),
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! The node's broker: the `Broker` service both front ends call, routing each record to
+//! its shard by hash key, shard logs with group-committed appends and reads up to the
+//! commit point, shard iterators, and the control operations that become metadata
+//! commands. The cluster issue adds membership, forwarding and the rebalancer here.
+//!
+//! It knows nothing of JSON, CBOR, SigV4, gRPC messages or segment file formats. Entry
+//! types: [`Broker`], [`BrokerConfig`], [`BrokerError`].
+
+mod broker;
+mod error;
+mod iterator;
+mod record;
+mod shard;
+
+pub use broker::{
+    Broker, BrokerConfig, ChildShard, Clock, GetRecordsOutput, IteratorStart, PutRecordFailure,
+    PutRecordInput, PutRecordOutput, system_clock,
+};
+pub use error::BrokerError;
+pub use record::StoredRecord;
+pub use sluice_meta::{
+    Consumer, ConsumerStatus, Identity, Shard, Stream, StreamMode, StreamStatus,
+};

@@ -1,0 +1,178 @@
+//! The HTTP face of the gateway: `POST /` with `X-Amz-Target: Kinesis_20131202.<Op>`, a
+//! JSON 1.1 or CBOR 1.1 body, answered in the same encoding, errors as AWS shapes them.
+
+use crate::error::{ApiError, ErrorKind};
+use crate::ops::{self, Operation};
+use crate::validate;
+use crate::value::{self, Value};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::response::Response;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use sluice_cluster::Broker;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tracing::Instrument;
+
+const TARGET_PREFIX: &str = "Kinesis_20131202.";
+/// Room for a 10 MiB PutRecords request after base64 and JSON framing.
+const MAX_BODY_BYTES: usize = 32 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Json,
+    Cbor,
+}
+
+impl Encoding {
+    fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Json => "application/x-amz-json-1.1",
+            Encoding::Cbor => "application/x-amz-cbor-1.1",
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    broker: Broker,
+    request_ids: std::sync::Arc<AtomicU64>,
+}
+
+/// The Kinesis endpoint as an axum router.
+pub fn router(broker: Broker) -> Router {
+    let state = AppState {
+        broker,
+        request_ids: std::sync::Arc::new(AtomicU64::new(0)),
+    };
+    Router::new()
+        .fallback(handle)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+fn request_id(state: &AppState) -> String {
+    let n = state.request_ids.fetch_add(1, Ordering::Relaxed);
+    let now = state.broker.now_ms();
+    // Shaped like AWS's (a UUID), unique per node and run.
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        (now >> 16) as u32,
+        (now & 0xffff) as u16,
+        0x4000 | ((n >> 48) as u16 & 0x0fff),
+        0x8000 | ((n >> 32) as u16 & 0x3fff),
+        n & 0xffff_ffff_ffff
+    )
+}
+
+async fn handle(
+    State(state): State<AppState>,
+    method: http::Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request_id = request_id(&state);
+    let encoding = match headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(ct) if ct.starts_with("application/x-amz-cbor-1.1") => Encoding::Cbor,
+        _ => Encoding::Json,
+    };
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let operation = target
+        .strip_prefix(TARGET_PREFIX)
+        .and_then(Operation::from_name);
+    let op_name = operation.map_or("unknown", Operation::name);
+    let span = tracing::info_span!("kinesis.request", op = op_name, request_id = %request_id, stream = tracing::field::Empty);
+    async move {
+        let result = match (method, operation) {
+            (http::Method::POST, Some(operation)) => {
+                dispatch(&state.broker, operation, encoding, &body).await
+            }
+            (http::Method::POST, None) => Err(ApiError::new(ErrorKind::UnknownOperation, "")),
+            _ => Err(ApiError::new(ErrorKind::UnknownOperation, "")),
+        };
+        match result {
+            Ok(output) => respond(
+                StatusCode::OK,
+                encoding,
+                &request_id,
+                encode(encoding, &output),
+            ),
+            Err(error) => {
+                if error.kind == ErrorKind::InternalFailure {
+                    tracing::error!(error = %error, "request failed");
+                } else {
+                    tracing::debug!(error = %error, "request rejected");
+                }
+                respond(
+                    error.kind.status(),
+                    encoding,
+                    &request_id,
+                    error_body(encoding, &error),
+                )
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn dispatch(
+    broker: &Broker,
+    operation: Operation,
+    encoding: Encoding,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    let mut input = match encoding {
+        Encoding::Json => value::decode_json(body)?,
+        Encoding::Cbor => value::decode_cbor(body)?,
+    };
+    validate::check_input(operation.name(), &mut input)?;
+    if let Some(Value::Str(stream)) = input.get("StreamName") {
+        tracing::Span::current().record("stream", stream.as_str());
+    }
+    ops::handle(broker, operation, &input).await
+}
+
+fn encode(encoding: Encoding, value: &Value) -> Vec<u8> {
+    match encoding {
+        Encoding::Json => value::encode_json(value),
+        Encoding::Cbor => value::encode_cbor(value),
+    }
+}
+
+/// `{"__type": ..., "message": ...}`; SerializationException spells it `Message`.
+fn error_body(encoding: Encoding, error: &ApiError) -> Vec<u8> {
+    let mut pairs = vec![(
+        "__type".to_owned(),
+        Value::Str(error.kind.aws_type().to_owned()),
+    )];
+    if !error.message.is_empty() {
+        let key = if error.kind == ErrorKind::Serialization {
+            "Message"
+        } else {
+            "message"
+        };
+        pairs.push((key.to_owned(), Value::Str(error.message.clone())));
+    }
+    encode(encoding, &Value::Map(pairs))
+}
+
+fn respond(status: StatusCode, encoding: Encoding, request_id: &str, body: Vec<u8>) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(encoding.content_type()),
+    );
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        headers.insert("x-amzn-requestid", id);
+    }
+    response
+}

@@ -1,0 +1,115 @@
+//! Control-plane commands. Each is one entry in the metadata log; applying the same sequence
+//! of commands to an empty state always yields the same state (time comes in the command).
+
+use crate::model::StreamMode;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Offsets of the last record of shards being closed, as observed by the proposer.
+pub type EndingOffsets = BTreeMap<u32, Option<u64>>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    CreateStream {
+        name: String,
+        shard_count: u32,
+        mode: StreamMode,
+        tags: BTreeMap<String, String>,
+        now_ms: u64,
+    },
+    /// CREATING/UPDATING → ACTIVE (and consumers CREATING → ACTIVE).
+    ActivateStream {
+        name: String,
+        created_ms: u64,
+    },
+    /// → DELETING
+    DeleteStream {
+        name: String,
+        enforce_consumer_deletion: bool,
+    },
+    /// Removes a DELETING stream once its data is gone.
+    ForgetStream {
+        name: String,
+        created_ms: u64,
+    },
+    SetRetention {
+        name: String,
+        hours: u32,
+        increase: bool,
+    },
+    AddTags {
+        name: String,
+        tags: BTreeMap<String, String>,
+    },
+    RemoveTags {
+        name: String,
+        keys: Vec<String>,
+    },
+    SetEnhancedMetrics {
+        name: String,
+        metrics: Vec<String>,
+        enable: bool,
+    },
+    SplitShard {
+        name: String,
+        shard: u32,
+        new_starting_hash_key: String,
+        ending: EndingOffsets,
+        now_ms: u64,
+    },
+    MergeShards {
+        name: String,
+        shard: u32,
+        adjacent: u32,
+        ending: EndingOffsets,
+        now_ms: u64,
+    },
+    UpdateShardCount {
+        name: String,
+        target: u32,
+        ending: EndingOffsets,
+        now_ms: u64,
+    },
+    UpdateStreamMode {
+        name: String,
+        mode: StreamMode,
+        now_ms: u64,
+    },
+    RegisterConsumer {
+        name: String,
+        consumer: String,
+        now_ms: u64,
+    },
+    DeregisterConsumer {
+        name: String,
+        consumer: String,
+    },
+    /// Drops a consumer that finished deregistering.
+    ForgetConsumer {
+        name: String,
+        consumer: String,
+    },
+}
+
+impl Command {
+    /// The stream this command touches.
+    pub fn stream(&self) -> &str {
+        match self {
+            Command::CreateStream { name, .. }
+            | Command::ActivateStream { name, .. }
+            | Command::DeleteStream { name, .. }
+            | Command::ForgetStream { name, .. }
+            | Command::SetRetention { name, .. }
+            | Command::AddTags { name, .. }
+            | Command::RemoveTags { name, .. }
+            | Command::SetEnhancedMetrics { name, .. }
+            | Command::SplitShard { name, .. }
+            | Command::MergeShards { name, .. }
+            | Command::UpdateShardCount { name, .. }
+            | Command::UpdateStreamMode { name, .. }
+            | Command::RegisterConsumer { name, .. }
+            | Command::DeregisterConsumer { name, .. }
+            | Command::ForgetConsumer { name, .. } => name,
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! The metadata group: the control-plane command enum, the deterministic state machine
+//! that applies it (streams, shards, tags, consumers, retention, capacity mode), and its
+//! durable home (a fsynced command log plus applied state in a `MetaStore`).
+//!
+//! It knows nothing of record bytes, segment contents, HTTP or who proposes commands and
+//! why. Entry types: [`Command`], [`MetaState`], [`Meta`].
+
+mod command;
+mod error;
+mod model;
+mod state;
+mod store;
+
+pub use command::{Command, EndingOffsets};
+pub use error::{CommandError, MetaError};
+pub use model::{Consumer, ConsumerStatus, Shard, Stream, StreamMode, StreamStatus};
+pub use state::{Change, Identity, MetaState};
+pub use store::Meta;

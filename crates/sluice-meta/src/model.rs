@@ -1,0 +1,139 @@
+//! The metadata the control plane keeps: streams, shards, consumers.
+
+use serde::{Deserialize, Serialize};
+use sluice_types::{HashKeyRange, ShardId};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamStatus {
+    Creating,
+    Deleting,
+    Active,
+    Updating,
+}
+
+impl StreamStatus {
+    pub fn as_aws(self) -> &'static str {
+        match self {
+            StreamStatus::Creating => "CREATING",
+            StreamStatus::Deleting => "DELETING",
+            StreamStatus::Active => "ACTIVE",
+            StreamStatus::Updating => "UPDATING",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamMode {
+    Provisioned,
+    OnDemand,
+}
+
+impl StreamMode {
+    pub fn as_aws(self) -> &'static str {
+        match self {
+            StreamMode::Provisioned => "PROVISIONED",
+            StreamMode::OnDemand => "ON_DEMAND",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConsumerStatus {
+    Creating,
+    Deleting,
+    Active,
+}
+
+impl ConsumerStatus {
+    pub fn as_aws(self) -> &'static str {
+        match self {
+            ConsumerStatus::Creating => "CREATING",
+            ConsumerStatus::Deleting => "DELETING",
+            ConsumerStatus::Active => "ACTIVE",
+        }
+    }
+}
+
+/// One shard of a stream. Hash keys are kept as decimal strings in the serialized form so
+/// the JSON stays portable; in memory they are u128.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub id: ShardIdRepr,
+    #[serde(with = "u128_string")]
+    pub start_hash: u128,
+    #[serde(with = "u128_string")]
+    pub end_hash: u128,
+    pub parent: Option<u32>,
+    pub adjacent_parent: Option<u32>,
+    pub created_ms: u64,
+    /// Set when the shard is closed: the log offset of its last record, or `None` inside
+    /// `Some` when it was closed without any record.
+    pub closed: Option<Option<u64>>,
+}
+
+/// Serialized shard id (its index).
+pub type ShardIdRepr = u32;
+
+impl Shard {
+    pub fn shard_id(&self) -> ShardId {
+        ShardId(self.id)
+    }
+    pub fn range(&self) -> HashKeyRange {
+        HashKeyRange {
+            start: self.start_hash,
+            end: self.end_hash,
+        }
+    }
+    pub fn is_open(&self) -> bool {
+        self.closed.is_none()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consumer {
+    pub name: String,
+    pub created_ms: u64,
+    pub status: ConsumerStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stream {
+    pub name: String,
+    pub created_ms: u64,
+    pub status: StreamStatus,
+    pub mode: StreamMode,
+    pub retention_hours: u32,
+    pub shards: Vec<Shard>,
+    pub tags: BTreeMap<String, String>,
+    pub enhanced_metrics: Vec<String>,
+    pub consumers: Vec<Consumer>,
+    /// Times (ms) of UpdateStreamMode calls, to enforce AWS's twice-per-24h rule.
+    pub mode_changes_ms: Vec<u64>,
+    pub max_record_size_kib: u32,
+}
+
+impl Stream {
+    pub fn shard(&self, id: ShardId) -> Option<&Shard> {
+        self.shards.iter().find(|s| s.id == id.0)
+    }
+    pub fn open_shards(&self) -> impl Iterator<Item = &Shard> {
+        self.shards.iter().filter(|s| s.is_open())
+    }
+    pub fn next_shard_index(&self) -> u32 {
+        self.shards.iter().map(|s| s.id + 1).max().unwrap_or(0)
+    }
+}
+
+mod u128_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &u128, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&value.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u128, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}

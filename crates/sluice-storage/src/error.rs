@@ -1,0 +1,75 @@
+//! Errors of the storage crate: one enum for the segment log and the metadata store.
+//!
+//! Corruption is its own variant so that the caller can stop the affected shard (and
+//! repair it from its peers) without treating it as an ordinary I/O failure.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in [`crate::Log`] and [`crate::MetaStore`].
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// An operating-system call on a file of the log failed.
+    #[error("{op} {path}")]
+    Io {
+        /// A short verb phrase naming what was being done, e.g. `write segment`.
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An I/O error without a known file (conversion from a bare `std::io::Error`).
+    #[error("storage io")]
+    BareIo(#[from] std::io::Error),
+    /// Bytes on disk failed their checksum or framing checks. Nothing from this region
+    /// is ever returned; the log must be repaired from a peer.
+    #[error("corrupt segment {segment} at offset {offset}: {reason}")]
+    Corrupt {
+        segment: PathBuf,
+        offset: u64,
+        reason: &'static str,
+    },
+    /// The requested index lies below the first index still retained.
+    #[error("index was trimmed, the first retained index is {first_index}")]
+    Trimmed { first_index: u64 },
+    /// `sync` was asked to cover an index that has not been appended.
+    #[error("index {index} has not been written, the next index is {next_index}")]
+    NotWritten { index: u64, next_index: u64 },
+    /// `append` was called with no entries.
+    #[error("append needs at least one entry")]
+    EmptyAppend,
+    /// One batch would exceed the largest frame the format allows.
+    #[error("batch of {bytes} bytes exceeds the limit of {limit} bytes")]
+    BatchTooLarge { bytes: u64, limit: u64 },
+    /// The log configuration is unusable.
+    #[error("invalid log config: {0}")]
+    InvalidConfig(&'static str),
+    /// An earlier write or sync failed; the file state is unknown, so the log refuses
+    /// further work until it is reopened (which runs recovery).
+    #[error("log is stopped after an earlier io failure and must be reopened")]
+    Failed,
+    /// The metadata store backend failed.
+    #[error("metadata store {op}")]
+    Meta {
+        op: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl StorageError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StorageError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(segment: impl Into<PathBuf>, offset: u64, reason: &'static str) -> Self {
+        StorageError::Corrupt {
+            segment: segment.into(),
+            offset,
+            reason,
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! A minimal Kinesis JSON 1.1 client over hyper: one POST per operation, responses as raw
+//! bytes, errors classified into timeouts, transport failures and API errors.
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use std::fmt;
+use std::time::Duration;
+use tokio::time::{Instant, sleep};
+
+/// Every request (headers and whole body) must finish within this time or counts as an error.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long stream creation may take before giving up.
+const STREAM_READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+const CONTENT_TYPE_JSON: &str = "application/x-amz-json-1.1";
+
+/// Servers that do not verify signatures accept any value; a well-formed one keeps picky
+/// parsers happy.
+const DUMMY_AUTHORIZATION: &str = "AWS4-HMAC-SHA256 Credential=bench/20240101/us-east-1/kinesis/aws4_request, SignedHeaders=content-type;host;x-amz-target, Signature=0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Why a call failed.
+#[derive(Debug)]
+pub enum CallError {
+    /// No complete response within [`REQUEST_TIMEOUT`].
+    Timeout,
+    /// Connection or protocol failure (refused, reset, malformed HTTP).
+    Transport(String),
+    /// The server answered with a non-2xx status.
+    Api {
+        status: u16,
+        kind: String,
+        message: String,
+    },
+    /// A 2xx response whose body could not be understood.
+    BadResponse(String),
+}
+
+impl CallError {
+    /// A short label used to tally errors by kind.
+    pub fn label(&self) -> String {
+        match self {
+            CallError::Timeout => format!("timeout ({} s)", REQUEST_TIMEOUT.as_secs()),
+            CallError::Transport(message) => format!("transport: {message}"),
+            CallError::Api { status, kind, .. } => format!("HTTP {status} {kind}"),
+            CallError::BadResponse(message) => format!("bad response: {message}"),
+        }
+    }
+
+    /// The API error type without namespace, if the server sent one.
+    pub fn api_kind(&self) -> Option<&str> {
+        match self {
+            CallError::Api { kind, .. } => Some(kind),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::Api {
+                status,
+                kind,
+                message,
+            } => write!(f, "HTTP {status} {kind}: {message}"),
+            other => f.write_str(&other.label()),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+/// A cloneable handle on a pool of connections to one endpoint.
+#[derive(Clone)]
+pub struct Kinesis {
+    client: Client<HttpConnector, Full<Bytes>>,
+    uri: Uri,
+}
+
+impl Kinesis {
+    /// `endpoint` is `http://host:port` (a path, if any, is ignored). With `http2`, one
+    /// h2c (prior knowledge) connection carries every request; otherwise HTTP/1.1 keep-alive
+    /// connections are pooled, one per concurrent caller up to `pool`.
+    pub fn new(endpoint: &str, http2: bool, pool: usize) -> anyhow::Result<Self> {
+        let parsed: Uri = endpoint
+            .parse()
+            .with_context(|| format!("parse endpoint {endpoint:?}"))?;
+        match parsed.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                bail!("https endpoints are not supported; use a plain http:// endpoint")
+            }
+            _ => bail!("endpoint {endpoint:?} must look like http://host:port"),
+        }
+        let Some(authority) = parsed.authority() else {
+            bail!("endpoint {endpoint:?} has no host");
+        };
+        let uri: Uri = format!("http://{authority}/")
+            .parse()
+            .context("build request URI")?;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(10)));
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_max_idle_per_host(pool.max(1))
+            .pool_idle_timeout(Duration::from_secs(60));
+        if http2 {
+            builder
+                .http2_only(true)
+                .http2_initial_stream_window_size(8 << 20)
+                .http2_initial_connection_window_size(32 << 20);
+        }
+        Ok(Self {
+            client: builder.build(connector),
+            uri,
+        })
+    }
+
+    /// Sends one operation with a pre-encoded JSON body; returns the 2xx response body.
+    pub async fn call(&self, op: &str, body: Bytes) -> Result<Bytes, CallError> {
+        let target = HeaderValue::from_str(&format!("Kinesis_20131202.{op}"))
+            .map_err(|e| CallError::Transport(e.to_string()))?;
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(self.uri.clone())
+            .header(CONTENT_TYPE, CONTENT_TYPE_JSON)
+            .header("x-amz-target", target)
+            .header(AUTHORIZATION, DUMMY_AUTHORIZATION)
+            .body(Full::new(body))
+            .map_err(|e| CallError::Transport(e.to_string()))?;
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| CallError::Transport(error_chain(&e)))?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| CallError::Transport(error_chain(&e)))?
+                .to_bytes();
+            Ok::<_, CallError>((status, body))
+        };
+        let (status, body) = match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+            Err(_) => return Err(CallError::Timeout),
+            Ok(result) => result?,
+        };
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(api_error(status.as_u16(), &body))
+        }
+    }
+
+    /// Sends one operation with a JSON value and parses the JSON answer.
+    pub async fn call_json(&self, op: &str, input: &Value) -> Result<Value, CallError> {
+        let body = Bytes::from(input.to_string());
+        let response = self.call(op, body).await?;
+        if response.is_empty() {
+            return Ok(Value::Object(Default::default()));
+        }
+        serde_json::from_slice(&response).map_err(|e| CallError::BadResponse(e.to_string()))
+    }
+
+    /// Makes sure `stream` exists and is ACTIVE, creating it with `shards` shards if missing.
+    /// Returns the number of open shards.
+    pub async fn ensure_stream(
+        &self,
+        stream: &str,
+        shards: u32,
+        log: &dyn Fn(&str),
+    ) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + STREAM_READY_TIMEOUT;
+        let mut created = false;
+        let mut announced = false;
+        loop {
+            match self
+                .call_json("DescribeStreamSummary", &json!({ "StreamName": stream }))
+                .await
+            {
+                Ok(answer) => {
+                    let summary = &answer["StreamDescriptionSummary"];
+                    let status = summary["StreamStatus"].as_str().unwrap_or("");
+                    let open = summary["OpenShardCount"].as_u64().unwrap_or(0);
+                    if status == "ACTIVE" {
+                        if !created && open != u64::from(shards) {
+                            log(&format!(
+                                "stream {stream} already exists with {open} open shards; using it as is"
+                            ));
+                        }
+                        return Ok(open);
+                    }
+                    if !announced {
+                        log(&format!(
+                            "waiting for stream {stream} ({status}) to become ACTIVE"
+                        ));
+                        announced = true;
+                    }
+                }
+                Err(e) if e.api_kind() == Some("ResourceNotFoundException") => {
+                    if !created {
+                        log(&format!("creating stream {stream} with {shards} shards"));
+                        let input = json!({ "StreamName": stream, "ShardCount": shards });
+                        match self.call_json("CreateStream", &input).await {
+                            Ok(_) => {}
+                            Err(e) if e.api_kind() == Some("ResourceInUseException") => {}
+                            Err(e) => return Err(e).context(format!("create stream {stream}")),
+                        }
+                        created = true;
+                    }
+                }
+                Err(e) if e.api_kind() == Some("LimitExceededException") => {}
+                Err(e) => return Err(e).context(format!("describe stream {stream}")),
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "stream {stream} did not become ACTIVE within {} s",
+                    STREAM_READY_TIMEOUT.as_secs()
+                );
+            }
+            sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Every shard id of `stream` (open and closed), following ListShards pages.
+    pub async fn list_shards(&self, stream: &str) -> anyhow::Result<Vec<String>> {
+        let mut shards = Vec::new();
+        let mut input = json!({ "StreamName": stream });
+        for _ in 0..1000 {
+            let answer = self
+                .call_json("ListShards", &input)
+                .await
+                .with_context(|| format!("list shards of {stream}"))?;
+            if let Some(list) = answer["Shards"].as_array() {
+                shards.extend(
+                    list.iter()
+                        .filter_map(|s| s["ShardId"].as_str().map(str::to_owned)),
+                );
+            }
+            match answer["NextToken"].as_str() {
+                Some(token) if !token.is_empty() => input = json!({ "NextToken": token }),
+                _ => return Ok(shards),
+            }
+        }
+        bail!("ListShards of {stream} did not end after 1000 pages")
+    }
+
+    /// A TRIM_HORIZON iterator on one shard.
+    pub async fn trim_horizon_iterator(
+        &self,
+        stream: &str,
+        shard: &str,
+    ) -> Result<String, CallError> {
+        let input = json!({
+            "StreamName": stream,
+            "ShardId": shard,
+            "ShardIteratorType": "TRIM_HORIZON",
+        });
+        let answer = self.call_json("GetShardIterator", &input).await?;
+        answer["ShardIterator"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                CallError::BadResponse("GetShardIterator returned no ShardIterator".into())
+            })
+    }
+}
+
+/// Reads `{"__type": "...#Kind", "message": "..."}` (the Kinesis JSON error shape).
+fn api_error(status: u16, body: &[u8]) -> CallError {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    let field = |names: &[&str]| -> Option<String> {
+        let value = parsed.as_ref()?;
+        names
+            .iter()
+            .find_map(|name| value.get(*name).and_then(Value::as_str))
+            .map(str::to_owned)
+    };
+    let kind = field(&["__type", "code", "Code"])
+        .map(|t| t.rsplit_once('#').map_or(t.clone(), |(_, k)| k.to_owned()))
+        .unwrap_or_else(|| "UnknownError".to_owned());
+    let message = field(&["message", "Message"])
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
+    CallError::Api {
+        status,
+        kind,
+        message,
+    }
+}
+
+/// An error and its sources on one line (hyper's own message is often just "client error").
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,135 @@
+//! The `sluice` command: `sluice server` runs a node; `sluice bench` drives load at any
+//! Kinesis endpoint.
+
+mod bench;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sluice_server::{Config, Listeners, LogFormat, RawConfig};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "A Kinesis-compatible streaming broker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node.
+    Server(ServerArgs),
+    /// Drive load at a Kinesis endpoint and print throughput and latency percentiles.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// TOML configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Directory for all data.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Kinesis API address (HTTP/1.1 and HTTP/2).
+    #[arg(long)]
+    kinesis_addr: Option<String>,
+    /// gRPC API address.
+    #[arg(long)]
+    grpc_addr: Option<String>,
+    /// Region used in ARNs.
+    #[arg(long)]
+    region: Option<String>,
+    /// Account id used in ARNs and messages.
+    #[arg(long)]
+    account_id: Option<String>,
+    /// Acknowledge writes only after fsync (default true).
+    #[arg(long)]
+    fsync: Option<bool>,
+    /// Log level filter, e.g. info or sluice=debug.
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Log format: text or json.
+    #[arg(long)]
+    log_format: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Server(args) => run_server(args),
+        Command::Bench(args) => bench::run(args),
+    }
+}
+
+fn run_server(args: ServerArgs) -> anyhow::Result<()> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let flags = RawConfig {
+        data_dir: args.data_dir,
+        kinesis_addr: args.kinesis_addr,
+        grpc_addr: args.grpc_addr,
+        region: args.region,
+        account_id: args.account_id,
+        fsync: args.fsync,
+        log_level: args.log_level,
+        log_format: args.log_format,
+        ..RawConfig::default()
+    };
+    let config_file = args
+        .config
+        .or_else(|| env.get("SLUICE_CONFIG").map(PathBuf::from));
+    let file = match config_file {
+        Some(path) => RawConfig::from_toml_file(&path)?,
+        None => RawConfig::default(),
+    };
+    let raw = flags.over(RawConfig::from_env(&env)?).over(file);
+    let config = Config::from_raw(raw).context("validate configuration")?;
+    init_tracing(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the runtime")?;
+    runtime.block_on(async move {
+        let listeners = Listeners::bind(&config).await.context("bind listeners")?;
+        sluice_server::serve(config, listeners, shutdown_signal()).await?;
+        anyhow::Ok(())
+    })
+}
+
+fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

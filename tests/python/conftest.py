@@ -1,0 +1,228 @@
+"""Fixtures: one Sluice server per test session, a boto3 client, and disposable streams."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+import support
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STARTUP_TIMEOUT = 30.0
+
+
+@dataclass
+class Server:
+    endpoint: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no server log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _answers(port: int) -> bool:
+    """True once the Kinesis port answers a ListStreams call."""
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        connection.request(
+            "POST",
+            "/",
+            body=b"{}",
+            headers={
+                "Content-Type": support.JSON_CONTENT_TYPE,
+                "X-Amz-Target": support.TARGET_PREFIX + "ListStreams",
+            },
+        )
+        status = connection.getresponse().status
+        connection.close()
+        return status == 200
+    except OSError:
+        return False
+
+
+def _binary() -> Path:
+    configured = os.environ.get("SLUICE_BIN")
+    binary = Path(configured) if configured else REPO_ROOT / "target" / "debug" / "sluice"
+    if not binary.is_absolute():
+        binary = (Path.cwd() / binary).resolve()
+    if not binary.is_file():
+        pytest.exit(f"sluice binary not found at {binary} (set SLUICE_BIN)", returncode=2)
+    return binary
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    binary = _binary()
+    env = dict(os.environ, SLUICE_LOG_LEVEL=os.environ.get("SLUICE_LOG_LEVEL", "warn"))
+    last_error = ""
+    for attempt in range(3):
+        kinesis_port, grpc_port = _free_ports(2)
+        root = tmp_path_factory.mktemp(f"sluice-{attempt}")
+        log_path = root / "server.log"
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                [
+                    str(binary),
+                    "server",
+                    "--data-dir",
+                    str(root / "data"),
+                    "--kinesis-addr",
+                    f"127.0.0.1:{kinesis_port}",
+                    "--grpc-addr",
+                    f"127.0.0.1:{grpc_port}",
+                    "--fsync",
+                    "false",
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        instance = Server(f"http://127.0.0.1:{kinesis_port}", process, log_path)
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline and process.poll() is None:
+            if _answers(kinesis_port):
+                break
+            time.sleep(0.05)
+        if process.poll() is None and _answers(kinesis_port):
+            break
+        _stop(process)
+        last_error = instance.log_tail()
+    else:
+        pytest.exit(f"sluice server did not start:\n{last_error}", returncode=3)
+
+    yield instance
+
+    crashed = process.poll() is not None
+    _stop(process)
+    log_text = log_path.read_text(errors="replace")
+    if crashed:
+        pytest.fail(f"sluice server exited during the run:\n{instance.log_tail()}")
+    if "panicked" in log_text:
+        pytest.fail(f"sluice server panicked during the run:\n{instance.log_tail()}")
+
+
+@pytest.fixture(autouse=True)
+def _server_alive(request):
+    """Fail the test that killed the server, with the server's last log lines."""
+    yield
+    if "server" in request.fixturenames:
+        instance = request.getfixturevalue("server")
+        if instance.process.poll() is not None:
+            pytest.fail(
+                f"sluice server died (exit {instance.process.returncode}):\n{instance.log_tail()}"
+            )
+
+
+def make_client(endpoint: str, **config):
+    return boto3.client(
+        "kinesis",
+        endpoint_url=endpoint,
+        region_name=support.REGION,
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        config=Config(
+            retries={"mode": "standard", "max_attempts": 5},
+            connect_timeout=5,
+            read_timeout=30,
+            **config,
+        ),
+    )
+
+
+@pytest.fixture(scope="session")
+def endpoint(server) -> str:
+    return server.endpoint
+
+
+@pytest.fixture(scope="session")
+def kinesis(endpoint):
+    return make_client(endpoint)
+
+
+@pytest.fixture(scope="session")
+def kinesis_unvalidated(endpoint):
+    """A client that skips botocore's own parameter checks, so the server sees bad input."""
+    return make_client(endpoint, parameter_validation=False)
+
+
+@pytest.fixture
+def make_stream(kinesis):
+    """Create streams that are deleted again when the test ends."""
+    created: list[str] = []
+
+    def create(
+        prefix: str = "t",
+        shards: int | None = 1,
+        on_demand: bool = False,
+        name: str | None = None,
+        **extra,
+    ) -> str:
+        name = name or support.unique_name(prefix)
+        kwargs = dict(StreamName=name, **extra)
+        if on_demand:
+            kwargs["StreamModeDetails"] = {"StreamMode": "ON_DEMAND"}
+        elif shards is not None:
+            kwargs["ShardCount"] = shards
+        kinesis.create_stream(**kwargs)
+        created.append(name)
+        support.wait_active(kinesis, name)
+        return name
+
+    yield create
+
+    for name in created:
+        try:
+            kinesis.delete_stream(StreamName=name, EnforceConsumerDeletion=True)
+        except ClientError as error:
+            if error.response["Error"]["Code"] not in (
+                "ResourceNotFoundException",
+                "ResourceInUseException",
+            ):
+                raise
+
+
+@pytest.fixture
+def stream(make_stream) -> str:
+    """A one-shard provisioned stream."""
+    return make_stream("one")

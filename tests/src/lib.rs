@@ -1,0 +1,356 @@
+//! Test harness for the black-box suites: nodes started in-process on port-0 listeners or
+//! as real `sluice` processes (for `kill -9`), AWS SDK clients pointed at them, a raw HTTP
+//! client for malformed requests, and `wait_for` helpers that poll a condition instead of
+//! sleeping.
+
+use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
+use http_body_util::{BodyExt, Full};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A node running inside the test process.
+pub struct Node {
+    pub kinesis_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), sluice_server::ServerError>>>,
+}
+
+/// Options for an in-process node.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    pub fsync: bool,
+    pub shard_limit: Option<u32>,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions {
+            fsync: false,
+            shard_limit: None,
+        }
+    }
+}
+
+impl Node {
+    /// Starts a node with a fresh data directory.
+    pub async fn start() -> Node {
+        Self::start_with(NodeOptions::default()).await
+    }
+
+    pub async fn start_with(options: NodeOptions) -> Node {
+        let temp = tempfile::tempdir().expect("create temp dir");
+        let dir = temp.path().to_owned();
+        let mut node = Self::start_in(&dir, options).await;
+        node._temp = Some(temp);
+        node
+    }
+
+    /// Starts a node on an existing data directory (for restarts).
+    pub async fn start_in(dir: &Path, options: NodeOptions) -> Node {
+        let kinesis = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind kinesis");
+        let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
+        let kinesis_addr = kinesis.local_addr().expect("kinesis addr");
+        let grpc_addr = grpc.local_addr().expect("grpc addr");
+        let raw = sluice_server::RawConfig {
+            data_dir: Some(dir.to_owned()),
+            kinesis_addr: Some(kinesis_addr.to_string()),
+            grpc_addr: Some(grpc_addr.to_string()),
+            fsync: Some(options.fsync),
+            shard_limit: options.shard_limit,
+            ..sluice_server::RawConfig::default()
+        };
+        let config = sluice_server::Config::from_raw(raw).expect("valid config");
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let listeners = sluice_server::Listeners { kinesis, grpc };
+        let task = tokio::spawn(sluice_server::serve(config, listeners, async move {
+            let _ = stop_rx.await;
+        }));
+        let node = Node {
+            kinesis_addr,
+            grpc_addr,
+            data_dir: dir.to_owned(),
+            _temp: None,
+            stop: Some(stop_tx),
+            task: Some(task),
+        };
+        wait_until_serving(kinesis_addr).await;
+        node
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.kinesis_addr)
+    }
+
+    pub fn client(&self) -> aws_sdk_kinesis::Client {
+        client_for(&self.endpoint())
+    }
+
+    /// Stops the node gracefully and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let result = task.await.expect("node task panicked");
+            result.expect("node stopped with an error");
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// An AWS SDK client for an endpoint, with dummy credentials (the node accepts any).
+pub fn client_for(endpoint: &str) -> aws_sdk_kinesis::Client {
+    let http_client = aws_smithy_http_client::Builder::new().build_http();
+    let config = aws_sdk_kinesis::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            "AKIDEXAMPLE",
+            "secret",
+            None,
+            None,
+            "tests",
+        ))
+        .endpoint_url(endpoint)
+        .http_client(http_client)
+        .build();
+    aws_sdk_kinesis::Client::from_conf(config)
+}
+
+async fn wait_until_serving(addr: SocketAddr) {
+    wait_for(
+        "the kinesis port to accept connections",
+        Duration::from_secs(30),
+        || async move { tokio::net::TcpStream::connect(addr).await.is_ok() },
+    )
+    .await;
+}
+
+/// Polls `condition` every 10 ms until it holds; panics with `what` after `timeout`.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until a stream is ACTIVE.
+pub async fn wait_active(client: &aws_sdk_kinesis::Client, stream: &str) {
+    wait_for(
+        &format!("stream {stream} to be ACTIVE"),
+        Duration::from_secs(30),
+        || async {
+            client
+                .describe_stream_summary()
+                .stream_name(stream)
+                .send()
+                .await
+                .map(|out| {
+                    out.stream_description_summary()
+                        .map(|d| d.stream_status().as_str() == "ACTIVE")
+                        .unwrap_or(false)
+                })
+                .unwrap_or(false)
+        },
+    )
+    .await;
+}
+
+/// Waits until a stream no longer exists.
+pub async fn wait_gone(client: &aws_sdk_kinesis::Client, stream: &str) {
+    wait_for(
+        &format!("stream {stream} to be deleted"),
+        Duration::from_secs(30),
+        || async {
+            matches!(
+                client.describe_stream_summary().stream_name(stream).send().await,
+                Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception())
+            )
+        },
+    )
+    .await;
+}
+
+/// A raw HTTP answer.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The body parsed as JSON (`Null` when it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Sends one Kinesis request with an arbitrary body (HTTP/1.1).
+pub async fn raw_request(
+    addr: SocketAddr,
+    target: Option<&str>,
+    content_type: &str,
+    body: Vec<u8>,
+) -> RawResponse {
+    raw_request_version(addr, target, content_type, body, false).await
+}
+
+/// Sends one request over HTTP/1.1 or cleartext HTTP/2 with prior knowledge.
+pub async fn raw_request_version(
+    addr: SocketAddr,
+    target: Option<&str>,
+    content_type: &str,
+    body: Vec<u8>,
+    http2: bool,
+) -> RawResponse {
+    let mut builder =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
+    if http2 {
+        builder.http2_only(true);
+    }
+    let client = builder.build_http::<Full<bytes::Bytes>>();
+    let mut request =
+        hyper::Request::post(format!("http://{addr}/")).header("content-type", content_type);
+    if let Some(target) = target {
+        request = request.header("x-amz-target", target);
+    }
+    let request = request
+        .body(Full::new(bytes::Bytes::from(body)))
+        .expect("request");
+    let response = client.request(request).await.expect("send request");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("read body")
+        .to_bytes()
+        .to_vec();
+    RawResponse {
+        status,
+        content_type,
+        body,
+    }
+}
+
+/// A `sluice server` process, for crash tests.
+pub struct ProcessNode {
+    child: Option<Child>,
+    pub kinesis_addr: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+/// The `sluice` binary next to the test executable (built by `make test` first).
+pub fn sluice_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("SLUICE_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/integration-<hash>
+    let profile_dir = exe.parent().and_then(Path::parent).expect("profile dir");
+    profile_dir.join("sluice")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl ProcessNode {
+    /// Starts `sluice server` on `dir` with fsync on, and waits until it serves.
+    pub async fn start(dir: &Path) -> ProcessNode {
+        let binary = sluice_binary();
+        assert!(
+            binary.exists(),
+            "{} is missing: build it with `cargo build -p sluice`",
+            binary.display()
+        );
+        let kinesis_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let grpc = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(binary)
+            .args(["server", "--data-dir"])
+            .arg(dir)
+            .args([
+                "--kinesis-addr",
+                &kinesis_addr.to_string(),
+                "--grpc-addr",
+                &grpc,
+                "--fsync",
+                "true",
+            ])
+            .env("SLUICE_LOG_LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn sluice");
+        wait_until_serving(kinesis_addr).await;
+        ProcessNode {
+            child: Some(child),
+            kinesis_addr,
+            data_dir: dir.to_owned(),
+        }
+    }
+
+    pub fn client(&self) -> aws_sdk_kinesis::Client {
+        client_for(&format!("http://{}", self.kinesis_addr))
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill9(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for ProcessNode {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
