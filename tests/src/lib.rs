@@ -25,19 +25,10 @@ pub struct Node {
 }
 
 /// Options for an in-process node.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct NodeOptions {
     pub fsync: bool,
     pub shard_limit: Option<u32>,
-}
-
-impl Default for NodeOptions {
-    fn default() -> Self {
-        NodeOptions {
-            fsync: false,
-            shard_limit: None,
-        }
-    }
 }
 
 impl Node {

@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Milliseconds since the Unix epoch. Replaceable so tests control time.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -113,6 +114,7 @@ struct Inner {
     meta: Meta,
     shards: RwLock<HashMap<ShardKey, Arc<ShardLog>>>,
     cancel: CancellationToken,
+    tasks: TaskTracker,
 }
 
 /// The single entry point of both front ends.
@@ -136,6 +138,7 @@ impl Broker {
                 meta,
                 shards: RwLock::new(HashMap::new()),
                 cancel: CancellationToken::new(),
+                tasks: TaskTracker::new(),
             }),
         };
         let streams: Vec<Stream> = broker
@@ -149,9 +152,11 @@ impl Broker {
         Ok(broker)
     }
 
-    /// Stops background work.
-    pub fn shutdown(&self) {
+    /// Stops background work and waits for it to finish.
+    pub async fn shutdown(&self) {
         self.inner.cancel.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
     }
 
     pub fn identity(&self) -> &Identity {
@@ -460,7 +465,7 @@ impl Broker {
     fn settle_in_background(&self, name: &str) {
         let broker = self.clone();
         let name = name.to_owned();
-        tokio::spawn(async move {
+        self.inner.tasks.spawn(async move {
             let Ok(stream) = broker.stream(&name) else {
                 return;
             };
@@ -510,7 +515,7 @@ impl Broker {
     fn spawn_retention(&self) {
         let broker = self.clone();
         let interval = self.inner.config.retention_check_interval;
-        tokio::spawn(async move {
+        self.inner.tasks.spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             loop {
                 tokio::select! {
@@ -782,3 +787,6 @@ fn child_shards(stream: &Stream, parent: ShardId) -> Vec<ChildShard> {
 fn format_time(ms: u64) -> String {
     ms.to_string()
 }
+
+#[cfg(test)]
+mod tests;

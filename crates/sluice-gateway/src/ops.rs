@@ -2,6 +2,7 @@
 //! handler reads members, calls the broker, and shapes the answer as the AWS model does.
 
 use crate::error::{ApiError, ErrorKind};
+use crate::validate;
 use crate::value::Value;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -664,10 +665,8 @@ async fn list_shards(broker: &Broker, input: &Value) -> Result<Value, ApiError> 
         }
         None => {
             let name = stream_name(input)?;
-            let after = match opt_str(input, "ExclusiveStartShardId") {
-                Some(text) => Some(ShardId::parse(text).map(|id| id.0).unwrap_or(u32::MAX)),
-                None => None,
-            };
+            let after = opt_str(input, "ExclusiveStartShardId")
+                .map(|text| ShardId::parse(text).map_or(u32::MAX, |id| id.0));
             (name, after)
         }
     };
@@ -758,10 +757,11 @@ fn apply_shard_filter<'a>(
             shards.into_iter().filter(|s| s.id > after).collect()
         }
         "AT_LATEST" => shards.into_iter().filter(|s| s.is_open()).collect(),
-        "AT_TRIM_HORIZON" => shards
-            .into_iter()
-            .filter(|s| open_at(s, horizon.max(s.created_ms.min(horizon))))
-            .collect(),
+        "AT_TRIM_HORIZON" => {
+            // A stream younger than its retention period has its creation as horizon.
+            let at = horizon.max(stream.created_ms);
+            shards.into_iter().filter(|s| open_at(s, at)).collect()
+        }
         "FROM_TRIM_HORIZON" => shards,
         "AT_TIMESTAMP" => {
             let at = timestamp()?;
@@ -978,14 +978,22 @@ fn record_input(input: &Value) -> Result<PutRecordInput, ApiError> {
     })
 }
 
+/// A record whose data and partition key together exceed the 1 MiB record limit, in the
+/// words AWS uses for the data member.
+fn record_too_large(path: &str, data_len: usize) -> ApiError {
+    let buffer = format!("java.nio.HeapByteBuffer[pos=0 lim={data_len} cap={data_len}]");
+    validate::validation_exception(&[validate::violation(
+        Some(&buffer),
+        path,
+        &format!("Member must have length less than or equal to {MAX_RECORD_BYTES}"),
+    )])
+}
+
 async fn put_record(broker: &Broker, input: &Value) -> Result<Value, ApiError> {
     let name = stream_name(input)?;
     let record = record_input(input)?;
     if record.data.len() + record.partition_key.len() > MAX_RECORD_BYTES {
-        return Err(ApiError::validation(format!(
-            "1 validation error detected: Value at 'data' failed to satisfy constraint: Member must have length less than or equal to {}",
-            MAX_RECORD_BYTES - record.partition_key.len()
-        )));
+        return Err(record_too_large("data", record.data.len()));
     }
     if let Some(ordering) = opt_str(input, "SequenceNumberForOrdering") {
         // AWS only checks the number is one of its own; it orders by arrival anyway.
@@ -1020,11 +1028,10 @@ async fn put_records(broker: &Broker, input: &Value) -> Result<Value, ApiError> 
         let record = record_input(item)?;
         let size = record.data.len() + record.partition_key.len();
         if size > MAX_RECORD_BYTES {
-            return Err(ApiError::validation(format!(
-                "1 validation error detected: Value at 'records.{}.member.data' failed to satisfy constraint: Member must have length less than or equal to {}",
-                i + 1,
-                MAX_RECORD_BYTES - record.partition_key.len()
-            )));
+            return Err(record_too_large(
+                &format!("records.{}.member.data", i + 1),
+                record.data.len(),
+            ));
         }
         total += size;
         records.push(record);

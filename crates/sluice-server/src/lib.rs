@@ -102,7 +102,7 @@ pub async fn serve(
             result = Err(error);
         }
     }
-    broker.shutdown();
+    broker.shutdown().await;
     result
 }
 

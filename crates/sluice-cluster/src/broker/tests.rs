@@ -1,0 +1,168 @@
+//! Broker tests with a controlled clock: iterator expiry, retention, restart recovery.
+
+use super::*;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+struct ManualClock(Arc<AtomicU64>);
+
+impl ManualClock {
+    fn new(start_ms: u64) -> (ManualClock, Clock) {
+        let now = Arc::new(AtomicU64::new(start_ms));
+        let reader = Arc::clone(&now);
+        (
+            ManualClock(now),
+            Arc::new(move || reader.load(Ordering::SeqCst)),
+        )
+    }
+    fn advance(&self, ms: u64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+async fn broker_in(dir: &std::path::Path, clock: Clock, segment_bytes: u64) -> Broker {
+    Broker::open(BrokerConfig {
+        fsync: false,
+        segment_bytes,
+        retention_check_interval: Duration::from_secs(3600),
+        clock,
+        ..BrokerConfig::new(dir)
+    })
+    .await
+    .unwrap()
+}
+
+async fn active_stream(broker: &Broker, name: &str, shards: u32) {
+    broker
+        .create_stream(name, shards, StreamMode::Provisioned, BTreeMap::new())
+        .await
+        .unwrap();
+    for _ in 0..1000 {
+        if broker
+            .stream(name)
+            .is_ok_and(|s| s.status == StreamStatus::Active)
+        {
+            return;
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("stream {name} never became active");
+}
+
+fn record(key: &str, data: &[u8]) -> PutRecordInput {
+    PutRecordInput {
+        partition_key: key.to_owned(),
+        explicit_hash_key: None,
+        data: Bytes::copy_from_slice(data),
+    }
+}
+
+#[tokio::test]
+async fn iterators_expire_after_five_minutes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clock, reader) = ManualClock::new(1_700_000_000_000);
+    let broker = broker_in(dir.path(), reader, 64 << 20).await;
+    active_stream(&broker, "s", 1).await;
+    let iterator = broker
+        .get_shard_iterator("s", "shardId-000000000000", IteratorStart::TrimHorizon)
+        .await
+        .unwrap();
+    clock.advance(ITERATOR_TTL_MS);
+    let fresh = broker.get_records(&iterator, 10).await.unwrap();
+    assert!(
+        fresh.next_iterator.is_some(),
+        "still valid at exactly five minutes"
+    );
+    clock.advance(1);
+    let expired = broker.get_records(&iterator, 10).await.unwrap_err();
+    assert!(
+        matches!(expired, BrokerError::ExpiredIterator(_)),
+        "{expired:?}"
+    );
+    // The iterator handed back is fresh again.
+    let next = fresh.next_iterator.unwrap();
+    assert!(broker.get_records(&next, 10).await.is_ok());
+}
+
+#[tokio::test]
+async fn retention_deletes_whole_expired_segments_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clock, reader) = ManualClock::new(1_700_000_000_000);
+    // Small segments so a few records fill several of them.
+    let broker = broker_in(dir.path(), reader, 4096).await;
+    active_stream(&broker, "s", 1).await;
+    for i in 0..20 {
+        let out = broker
+            .put_records("s", vec![record("k", &[i as u8; 1000])])
+            .await
+            .unwrap();
+        assert!(out[0].is_ok());
+    }
+    clock.advance(23 * 3_600_000);
+    assert_eq!(
+        broker.enforce_retention().await.unwrap(),
+        0,
+        "nothing is older than 24 h yet"
+    );
+    for i in 0..3 {
+        broker
+            .put_records("s", vec![record("new", &[i; 10])])
+            .await
+            .unwrap();
+    }
+    clock.advance(2 * 3_600_000);
+    let dropped = broker.enforce_retention().await.unwrap();
+    assert!(dropped >= 15, "old segments were deleted: {dropped}");
+    let iterator = broker
+        .get_shard_iterator("s", "shardId-000000000000", IteratorStart::TrimHorizon)
+        .await
+        .unwrap();
+    let out = broker.get_records(&iterator, 100).await.unwrap();
+    let keys: Vec<&str> = out
+        .records
+        .iter()
+        .map(|r| r.partition_key.as_str())
+        .collect();
+    assert!(
+        keys.ends_with(&["new", "new", "new"]),
+        "recent records stay: {keys:?}"
+    );
+    assert!(out.records.len() < 23);
+}
+
+#[tokio::test]
+async fn restart_keeps_records_streams_and_closed_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_clock, reader) = ManualClock::new(1_700_000_000_000);
+    {
+        let broker = broker_in(dir.path(), Arc::clone(&reader), 64 << 20).await;
+        active_stream(&broker, "s", 1).await;
+        broker
+            .put_records("s", vec![record("a", b"1"), record("b", b"2")])
+            .await
+            .unwrap();
+        broker
+            .split_shard("s", ShardId(0), &(u128::MAX / 2).to_string())
+            .await
+            .unwrap();
+        broker.shutdown().await;
+    }
+    let broker = broker_in(dir.path(), reader, 64 << 20).await;
+    let stream = broker.stream("s").unwrap();
+    assert_eq!(stream.shards.len(), 3);
+    assert_eq!(stream.shards[0].closed, Some(Some(1)));
+    // The closed parent refuses writes after the restart: new records go to children.
+    let out = broker
+        .put_records("s", vec![record("a", b"3")])
+        .await
+        .unwrap();
+    assert_ne!(out[0].as_ref().unwrap().shard, ShardId(0));
+    let iterator = broker
+        .get_shard_iterator("s", "shardId-000000000000", IteratorStart::TrimHorizon)
+        .await
+        .unwrap();
+    let parent = broker.get_records(&iterator, 100).await.unwrap();
+    assert_eq!(parent.records.len(), 2);
+    assert!(parent.next_iterator.is_none());
+    assert_eq!(parent.child_shards.map(|c| c.len()), Some(2));
+}
