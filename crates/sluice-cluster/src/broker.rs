@@ -498,7 +498,13 @@ impl Broker {
             fsync: self.inner.config.fsync,
             ..LogConfig::default()
         };
-        let opened = tokio::task::spawn_blocking(move || ShardLog::open(&dir, config)).await??;
+        let tasks = self.inner.tasks.clone();
+        let cancel = self.inner.cancel.clone();
+        let runtime = tokio::runtime::Handle::current();
+        let opened = tokio::task::spawn_blocking(move || {
+            ShardLog::open(&dir, config, &tasks, cancel, &runtime)
+        })
+        .await??;
         let mut shards = self.inner.shards.write();
         Ok(Arc::clone(shards.entry(key).or_insert(opened)))
     }

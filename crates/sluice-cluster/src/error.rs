@@ -20,6 +20,8 @@ pub enum BrokerError {
     ExpiredIterator(String),
     #[error("shard storage")]
     Storage(#[from] StorageError),
+    #[error("shard storage")]
+    SharedStorage(#[source] std::sync::Arc<StorageError>),
     #[error("metadata")]
     Meta(#[source] MetaError),
     #[error("background task failed")]

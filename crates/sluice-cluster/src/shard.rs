@@ -8,7 +8,9 @@ use parking_lot::Mutex;
 use sluice_storage::{EntryRef, Log, LogConfig};
 use std::path::Path;
 use std::sync::Arc;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Why an append did not happen.
 #[derive(Debug)]
@@ -23,20 +25,46 @@ struct WriterState {
     closed: bool,
 }
 
-pub(crate) struct ShardLog {
-    log: Arc<Log>,
+/// What the writer task and the readers share.
+struct Shared {
+    log: Log,
     writer: Mutex<WriterState>,
     /// The exclusive commit point: every offset below it is durable.
     committed: watch::Sender<u64>,
 }
 
-/// Offsets and the arrival timestamp given to one appended batch.
+/// One append waiting for the writer task.
+struct PendingAppend {
+    records: Vec<(String, Bytes)>,
+    now_ms: u64,
+    reply: oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+/// How much one group commit takes from the queue at most.
+const MAX_DRAIN_BYTES: usize = 8 << 20;
+const MAX_DRAIN_RECORDS: usize = 20_000;
+const QUEUE_DEPTH: usize = 4096;
+
+pub(crate) struct ShardLog {
+    shared: Arc<Shared>,
+    queue: mpsc::Sender<PendingAppend>,
+}
+
+/// The first offset given to one append; its records have consecutive offsets.
 pub(crate) struct Appended {
     pub first_offset: u64,
 }
 
 impl ShardLog {
-    pub fn open(dir: &Path, config: LogConfig) -> Result<Arc<ShardLog>, BrokerError> {
+    /// Opens (recovering) the log and starts its writer task on `tasks`. The task ends when
+    /// the `ShardLog` is dropped.
+    pub fn open(
+        dir: &Path,
+        config: LogConfig,
+        tasks: &TaskTracker,
+        cancel: CancellationToken,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Arc<ShardLog>, BrokerError> {
         let log = Log::open(dir, config)?;
         let report = log.recovery_report();
         if report.truncated {
@@ -44,46 +72,203 @@ impl ShardLog {
         }
         let committed = log.durable_index().map_or(log.first_index(), |i| i + 1);
         let last_timestamp_ms = log.last_entry_timestamp().unwrap_or(0);
-        Ok(Arc::new(ShardLog {
-            log: Arc::new(log),
+        let shared = Arc::new(Shared {
+            log,
             writer: Mutex::new(WriterState {
                 last_timestamp_ms,
                 closed: false,
             }),
             committed: watch::channel(committed).0,
-        }))
+        });
+        let (queue, receiver) = mpsc::channel(QUEUE_DEPTH);
+        tasks.spawn_on(run_writer(Arc::clone(&shared), receiver, cancel), runtime);
+        Ok(Arc::new(ShardLog { shared, queue }))
     }
 
-    /// Appends records as one batch and returns once they are durable.
+    /// Appends records and returns once they are durable. Concurrent appends to one shard
+    /// are written together: one write and one fsync for everything queued meanwhile.
     pub async fn append(
-        self: &Arc<Self>,
+        &self,
         records: Vec<(String, Bytes)>,
         now_ms: u64,
     ) -> Result<Appended, AppendError> {
-        let shard = Arc::clone(self);
-        let joined =
-            tokio::task::spawn_blocking(move || shard.append_blocking(&records, now_ms)).await;
-        match joined {
-            Ok(result) => result,
-            Err(join) => Err(AppendError::Failed(join.into())),
+        let (reply, answer) = oneshot::channel();
+        let pending = PendingAppend {
+            records,
+            now_ms,
+            reply,
+        };
+        if self.queue.send(pending).await.is_err() {
+            return Err(AppendError::Closed);
         }
+        answer.await.unwrap_or(Err(AppendError::Closed))
+    }
+    /// Closes the shard for writes and returns the offset of its last record, durable.
+    pub fn close_blocking(&self) -> Result<Option<u64>, BrokerError> {
+        let last = {
+            let mut writer = self.shared.writer.lock();
+            writer.closed = true;
+            self.shared
+                .log
+                .next_index()
+                .checked_sub(1)
+                .filter(|i| *i >= self.shared.log.first_index())
+        };
+        if let Some(last) = last {
+            self.shared.log.sync(last)?;
+        }
+        Ok(last)
     }
 
-    fn append_blocking(
+    /// Reopens a shard whose close was not committed.
+    pub fn reopen(&self) {
+        self.shared.writer.lock().closed = false;
+    }
+
+    pub fn commit_point(&self) -> u64 {
+        *self.shared.committed.borrow()
+    }
+
+    pub fn first_offset(&self) -> u64 {
+        self.shared.log.first_index()
+    }
+
+    /// The first offset whose arrival time is at or after `timestamp_ms`.
+    pub async fn offset_at_timestamp(&self, timestamp_ms: u64) -> Result<u64, BrokerError> {
+        let shared = Arc::clone(&self.shared);
+        let offset =
+            tokio::task::spawn_blocking(move || shared.log.index_at_timestamp(timestamp_ms))
+                .await??;
+        Ok(offset)
+    }
+
+    /// Committed records from `from`, at most `max_records` and about `max_bytes`.
+    pub async fn read(
         &self,
-        records: &[(String, Bytes)],
-        now_ms: u64,
-    ) -> Result<Appended, AppendError> {
-        let mut payloads = Vec::with_capacity(records.len());
-        for (key, data) in records {
-            let mut payload = Vec::with_capacity(2 + key.len() + data.len());
-            record::encode(key, data, &mut payload);
-            payloads.push(payload);
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredRecord>, BrokerError> {
+        let upto = self.commit_point();
+        let from = from.max(self.shared.log.first_index());
+        if from >= upto {
+            return Ok(Vec::new());
         }
+        let shared = Arc::clone(&self.shared);
+        let entries = tokio::task::spawn_blocking(move || {
+            shared.log.read(from, upto, max_records, max_bytes)
+        })
+        .await??;
+        Ok(entries
+            .into_iter()
+            .filter_map(|entry| record::decode(entry.index, entry.timestamp_ms, entry.payload))
+            .collect())
+    }
+
+    /// The arrival time of the newest committed record.
+    pub fn newest_timestamp_ms(&self) -> u64 {
+        self.shared.writer.lock().last_timestamp_ms
+    }
+
+    pub fn delete_older_than(&self, cutoff_ms: u64) -> Result<u64, BrokerError> {
+        Ok(self.shared.log.delete_segments_older_than(cutoff_ms)?)
+    }
+}
+
+/// The shard's writer: drains queued appends and commits each drain as one batch.
+async fn run_writer(
+    shared: Arc<Shared>,
+    mut queue: mpsc::Receiver<PendingAppend>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            _ = cancel.cancelled() => return,
+            next = queue.recv() => match next {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        let mut bytes = pending_bytes(&first);
+        let mut records = first.records.len();
+        let mut drained = vec![first];
+        while bytes < MAX_DRAIN_BYTES && records < MAX_DRAIN_RECORDS {
+            let Ok(next) = queue.try_recv() else {
+                break;
+            };
+            bytes += pending_bytes(&next);
+            records += next.records.len();
+            drained.push(next);
+        }
+        let writer = Arc::clone(&shared);
+        let joined = tokio::task::spawn_blocking(move || {
+            let outcome = writer.append_blocking(&drained);
+            (drained, outcome)
+        })
+        .await;
+        let (drained, outcome) = match joined {
+            Ok(done) => done,
+            Err(join) => {
+                tracing::error!(error = %join, "shard writer failed");
+                return;
+            }
+        };
+        match outcome {
+            Ok(first_offsets) => {
+                for (pending, first_offset) in drained.into_iter().zip(first_offsets) {
+                    let _ = pending.reply.send(Ok(Appended { first_offset }));
+                }
+            }
+            Err(WriteFailure::Closed) => {
+                for pending in drained {
+                    let _ = pending.reply.send(Err(AppendError::Closed));
+                }
+            }
+            Err(WriteFailure::Storage(error)) => {
+                let error = Arc::new(error);
+                for pending in drained {
+                    let _ =
+                        pending
+                            .reply
+                            .send(Err(AppendError::Failed(BrokerError::SharedStorage(
+                                Arc::clone(&error),
+                            ))));
+                }
+            }
+        }
+    }
+}
+
+fn pending_bytes(pending: &PendingAppend) -> usize {
+    pending
+        .records
+        .iter()
+        .map(|(key, data)| key.len() + data.len())
+        .sum()
+}
+
+enum WriteFailure {
+    Closed,
+    Storage(sluice_storage::StorageError),
+}
+
+impl Shared {
+    /// Writes every drained append as one framed batch, fsyncs it, and advances the commit
+    /// point. Returns each append's first offset.
+    fn append_blocking(&self, drained: &[PendingAppend]) -> Result<Vec<u64>, WriteFailure> {
+        let mut payloads = Vec::with_capacity(drained.iter().map(|p| p.records.len()).sum());
+        for pending in drained {
+            for (key, data) in &pending.records {
+                let mut payload = Vec::with_capacity(2 + key.len() + data.len());
+                record::encode(key, data, &mut payload);
+                payloads.push(payload);
+            }
+        }
+        let now_ms = drained.iter().map(|p| p.now_ms).max().unwrap_or(0);
         let (first, last) = {
             let mut writer = self.writer.lock();
             if writer.closed {
-                return Err(AppendError::Closed);
+                return Err(WriteFailure::Closed);
             }
             // Arrival timestamps never go backwards within a shard, even if the clock does.
             let timestamp_ms = now_ms.max(writer.last_timestamp_ms);
@@ -95,16 +280,11 @@ impl ShardLog {
                     payload,
                 })
                 .collect();
-            let range = self
-                .log
-                .append(&entries)
-                .map_err(|e| AppendError::Failed(e.into()))?;
+            let range = self.log.append(&entries).map_err(WriteFailure::Storage)?;
             writer.last_timestamp_ms = timestamp_ms;
             range
         };
-        self.log
-            .sync(last)
-            .map_err(|e| AppendError::Failed(e.into()))?;
+        self.log.sync(last).map_err(WriteFailure::Storage)?;
         self.committed.send_if_modified(|point| {
             if *point <= last {
                 *point = last + 1;
@@ -113,80 +293,12 @@ impl ShardLog {
                 false
             }
         });
-        Ok(Appended {
-            first_offset: first,
-        })
-    }
-
-    /// Closes the shard for writes and returns the offset of its last record, durable.
-    pub fn close_blocking(&self) -> Result<Option<u64>, BrokerError> {
-        let last = {
-            let mut writer = self.writer.lock();
-            writer.closed = true;
-            self.log
-                .next_index()
-                .checked_sub(1)
-                .filter(|i| *i >= self.log.first_index())
-        };
-        if let Some(last) = last {
-            self.log.sync(last)?;
+        let mut offsets = Vec::with_capacity(drained.len());
+        let mut next = first;
+        for pending in drained {
+            offsets.push(next);
+            next += pending.records.len() as u64;
         }
-        Ok(last)
-    }
-
-    /// Reopens a shard whose close was not committed.
-    pub fn reopen(&self) {
-        self.writer.lock().closed = false;
-    }
-
-    pub fn commit_point(&self) -> u64 {
-        *self.committed.borrow()
-    }
-
-    pub fn first_offset(&self) -> u64 {
-        self.log.first_index()
-    }
-
-    /// The first offset whose arrival time is at or after `timestamp_ms`.
-    pub async fn offset_at_timestamp(
-        self: &Arc<Self>,
-        timestamp_ms: u64,
-    ) -> Result<u64, BrokerError> {
-        let shard = Arc::clone(self);
-        let offset =
-            tokio::task::spawn_blocking(move || shard.log.index_at_timestamp(timestamp_ms))
-                .await??;
-        Ok(offset)
-    }
-
-    /// Committed records from `from`, at most `max_records` and about `max_bytes`.
-    pub async fn read(
-        self: &Arc<Self>,
-        from: u64,
-        max_records: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<StoredRecord>, BrokerError> {
-        let upto = self.commit_point();
-        let from = from.max(self.log.first_index());
-        if from >= upto {
-            return Ok(Vec::new());
-        }
-        let shard = Arc::clone(self);
-        let entries =
-            tokio::task::spawn_blocking(move || shard.log.read(from, upto, max_records, max_bytes))
-                .await??;
-        Ok(entries
-            .into_iter()
-            .filter_map(|entry| record::decode(entry.index, entry.timestamp_ms, entry.payload))
-            .collect())
-    }
-
-    /// The arrival time of the newest committed record.
-    pub fn newest_timestamp_ms(&self) -> u64 {
-        self.writer.lock().last_timestamp_ms
-    }
-
-    pub fn delete_older_than(&self, cutoff_ms: u64) -> Result<u64, BrokerError> {
-        Ok(self.log.delete_segments_older_than(cutoff_ms)?)
+        Ok(offsets)
     }
 }
