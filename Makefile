@@ -32,7 +32,7 @@ fmt:
 
 ## Load generator against a fresh release node; prints throughput and latency percentiles.
 bench: release
-	bash deploy/bench.sh
+	bash deploy/local/bench.sh
 
 ## Bounded fuzzing of request decoding and segment recovery (not part of `make test`).
 fuzz:

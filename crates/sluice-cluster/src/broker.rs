@@ -501,8 +501,10 @@ impl Broker {
         let tasks = self.inner.tasks.clone();
         let cancel = self.inner.cancel.clone();
         let runtime = tokio::runtime::Handle::current();
+        let span =
+            tracing::info_span!("shard.writer", stream = %stream.name, shard = %ShardId(shard));
         let opened = tokio::task::spawn_blocking(move || {
-            ShardLog::open(&dir, config, &tasks, cancel, &runtime)
+            ShardLog::open(&dir, config, &tasks, cancel, &runtime, span)
         })
         .await??;
         let mut shards = self.inner.shards.write();

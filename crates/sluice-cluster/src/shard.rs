@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// Why an append did not happen.
 #[derive(Debug)]
@@ -64,6 +65,7 @@ impl ShardLog {
         tasks: &TaskTracker,
         cancel: CancellationToken,
         runtime: &tokio::runtime::Handle,
+        span: tracing::Span,
     ) -> Result<Arc<ShardLog>, BrokerError> {
         let log = Log::open(dir, config)?;
         let report = log.recovery_report();
@@ -81,7 +83,10 @@ impl ShardLog {
             committed: watch::channel(committed).0,
         });
         let (queue, receiver) = mpsc::channel(QUEUE_DEPTH);
-        tasks.spawn_on(run_writer(Arc::clone(&shared), receiver, cancel), runtime);
+        tasks.spawn_on(
+            run_writer(Arc::clone(&shared), receiver, cancel).instrument(span),
+            runtime,
+        );
         Ok(Arc::new(ShardLog { shared, queue }))
     }
 

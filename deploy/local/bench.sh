@@ -3,7 +3,7 @@
 # suite against it over the Kinesis JSON API, and stops the node.
 # Extra arguments are passed to `sluice bench` (e.g. --duration 20).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 BIN=${SLUICE_BIN:-target/release/sluice}
 DATA=$(mktemp -d)
