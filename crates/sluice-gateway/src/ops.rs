@@ -270,6 +270,63 @@ fn invalid_arn(arn: &str) -> ApiError {
     ApiError::invalid_argument(format!("Invalid ARN: {arn}"))
 }
 
+fn not_found(message: String) -> ApiError {
+    ApiError::new(ErrorKind::ResourceNotFound, message)
+}
+
+fn stream_not_found(broker: &Broker, stream: &str) -> ApiError {
+    not_found(format!(
+        "Stream {stream} under account {} not found.",
+        broker.identity().account
+    ))
+}
+
+/// A stream that takes reads and writes (ACTIVE or UPDATING); any other stream is
+/// reported missing, as AWS does for PutRecord(s) on a stream that is still CREATING.
+fn readable_stream(broker: &Broker, name: &str) -> Result<Stream, ApiError> {
+    match broker.stream(name) {
+        Ok(stream) if matches!(stream.status, StreamStatus::Active | StreamStatus::Updating) => {
+            Ok(stream)
+        }
+        _ => Err(stream_not_found(broker, name)),
+    }
+}
+
+/// Reads a shard id the way AWS does: the digits after the first `-` (or the whole text
+/// when there is none) name the shard index, with any zero padding, up to 2^31-1. So
+/// `shardId-000000000001`, `shardId-1`, `shard-1` and `1` all name `shardId-000000000001`.
+fn resolve_shard_id(text: &str) -> Option<ShardId> {
+    let digits = text
+        .split('-')
+        .nth(1)
+        .filter(|d| !d.is_empty())
+        .unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let significant = digits.trim_start_matches('0');
+    if significant.len() > 10 {
+        return None;
+    }
+    let index: u64 = if significant.is_empty() {
+        0
+    } else {
+        significant.parse().ok()?
+    };
+    u32::try_from(index)
+        .ok()
+        .filter(|i| *i <= i32::MAX as u32)
+        .map(ShardId)
+}
+
+/// A shard id that does not resolve at all; AWS echoes the text as given.
+fn could_not_find_shard(broker: &Broker, stream: &str, text: &str) -> ApiError {
+    not_found(format!(
+        "Could not find shard {text} in stream {stream} under account {}.",
+        broker.identity().account
+    ))
+}
+
 // ----- dispatch ----------------------------------------------------------------------
 
 pub async fn handle(
@@ -300,17 +357,7 @@ pub async fn handle(
             broker.split_shard(&name, shard, key).await?;
             Ok(obj(vec![]))
         }
-        Operation::MergeShards => {
-            let name = stream_name(input)?;
-            let shard = shard_arg(broker, &name, opt_str(input, "ShardToMerge").unwrap_or(""))?;
-            let adjacent = shard_arg(
-                broker,
-                &name,
-                opt_str(input, "AdjacentShardToMerge").unwrap_or(""),
-            )?;
-            broker.merge_shards(&name, shard, adjacent).await?;
-            Ok(obj(vec![]))
-        }
+        Operation::MergeShards => merge_shards(broker, input).await,
         Operation::UpdateShardCount => update_shard_count(broker, input).await,
         Operation::IncreaseStreamRetentionPeriod | Operation::DecreaseStreamRetentionPeriod => {
             let name = stream_name(input)?;
@@ -322,14 +369,23 @@ pub async fn handle(
         }
         Operation::AddTagsToStream => {
             let name = stream_name(input)?;
-            broker.add_tags(&name, string_map(input, "Tags")).await?;
+            broker.stream(&name)?;
+            let tags = string_map(input, "Tags");
+            check_tag_characters(
+                broker,
+                &name,
+                tags.iter().flat_map(|(k, v)| [k, v]),
+                "add tags to",
+            )?;
+            broker.add_tags(&name, tags).await?;
             Ok(obj(vec![]))
         }
         Operation::RemoveTagsFromStream => {
             let name = stream_name(input)?;
-            broker
-                .remove_tags(&name, str_list(input, "TagKeys"))
-                .await?;
+            broker.stream(&name)?;
+            let keys = str_list(input, "TagKeys");
+            check_tag_characters(broker, &name, keys.iter(), "remove tags from")?;
+            broker.remove_tags(&name, keys).await?;
             Ok(obj(vec![]))
         }
         Operation::ListTagsForStream => list_tags_for_stream(broker, input),
@@ -415,24 +471,74 @@ pub async fn handle(
 }
 
 fn shard_arg(broker: &Broker, stream: &str, text: &str) -> Result<ShardId, ApiError> {
-    ShardId::parse(text).map_err(|_| {
-        ApiError::new(
-            ErrorKind::ResourceNotFound,
-            format!(
-                "Could not find shard {text} in stream {stream} under account {}.",
-                broker.identity().account
-            ),
-        )
-    })
+    resolve_shard_id(text).ok_or_else(|| could_not_find_shard(broker, stream, text))
+}
+
+/// MergeShards: `ShardToMerge` must end right below where `AdjacentShardToMerge` starts
+/// (AWS refuses the pair the other way round too).
+async fn merge_shards(broker: &Broker, input: &Value) -> Result<Value, ApiError> {
+    let name = stream_name(input)?;
+    let shard = shard_arg(broker, &name, opt_str(input, "ShardToMerge").unwrap_or(""))?;
+    let adjacent = shard_arg(
+        broker,
+        &name,
+        opt_str(input, "AdjacentShardToMerge").unwrap_or(""),
+    )?;
+    // The broker reports a missing or busy stream and missing or closed shards; the order
+    // of the pair is checked here, once both shards are known to be open.
+    if let Ok(stream) = broker.stream(&name)
+        && stream.status == StreamStatus::Active
+        && let (Some(first), Some(second)) = (stream.shard(shard), stream.shard(adjacent))
+        && first.is_open()
+        && second.is_open()
+        && first.end_hash.checked_add(1) != Some(second.start_hash)
+    {
+        return Err(ApiError::invalid_argument(format!(
+            "Shards {shard} and {adjacent} in stream {name} under account {} are not an adjacent pair of shards eligible for merging",
+            broker.identity().account
+        )));
+    }
+    broker.merge_shards(&name, shard, adjacent).await?;
+    Ok(obj(vec![]))
+}
+
+/// Tag keys and values may hold Unicode letters, digits, white space and `_ . / = + - @ :`
+/// (AWS also accepts `:`, which its documentation leaves out). `%` gets its own message.
+fn check_tag_characters<'a>(
+    broker: &Broker,
+    stream: &str,
+    texts: impl Iterator<Item = &'a String> + Clone,
+    verb: &str,
+) -> Result<(), ApiError> {
+    let allowed = |c: char| {
+        c.is_ascii_alphanumeric()
+            || "_./=+-@%: ".contains(c)
+            || matches!(u32::from(c), 0xC0..=0x1FFF | 0x2C00..=0xD7FF)
+    };
+    if texts.clone().any(|t| !t.chars().all(allowed)) {
+        return Err(ApiError::invalid_argument(
+            "Some tags contain invalid characters. Valid characters: Unicode letters, digits, white space, _ . / = + - % @.",
+        ));
+    }
+    if texts.clone().any(|t| t.contains('%')) {
+        return Err(ApiError::invalid_argument(format!(
+            "Failed to {verb} stream {stream} under account {} because some tags contained illegal characters. The allowed characters are Unicode letters, white-spaces, '_',',','/','=','+','-','@'.",
+            broker.identity().account
+        )));
+    }
+    Ok(())
 }
 
 // ----- streams -----------------------------------------------------------------------
 
 async fn create_stream(broker: &Broker, input: &Value) -> Result<Value, ApiError> {
     let name = opt_str(input, "StreamName").unwrap_or("").to_owned();
+    // Without StreamModeDetails and ShardCount AWS creates an on-demand stream (4 shards).
     let mode = match member(input, "StreamModeDetails").and_then(|d| d.get("StreamMode")) {
         Some(Value::Str(m)) if m == "ON_DEMAND" => StreamMode::OnDemand,
-        _ => StreamMode::Provisioned,
+        Some(_) => StreamMode::Provisioned,
+        None if opt_int(input, "ShardCount").is_some() => StreamMode::Provisioned,
+        None => StreamMode::OnDemand,
     };
     let shard_count = match (mode, opt_int(input, "ShardCount")) {
         (StreamMode::Provisioned, Some(count)) => u32::try_from(count).unwrap_or(u32::MAX),
@@ -506,12 +612,17 @@ fn describe_stream(broker: &Broker, input: &Value) -> Result<Value, ApiError> {
     let name = stream_name(input)?;
     let stream = broker.stream(&name)?;
     let limit = opt_int(input, "Limit").unwrap_or(100).clamp(1, 100) as usize;
-    let start_after = opt_str(input, "ExclusiveStartShardId").map(ShardId::parse);
-    let mut shards: Vec<&Shard> = stream.shards.iter().collect();
+    let start_after = opt_str(input, "ExclusiveStartShardId").map(resolve_shard_id);
+    // A stream that is still CREATING has no shards to show yet.
+    let mut shards: Vec<&Shard> = if stream.status == StreamStatus::Creating {
+        Vec::new()
+    } else {
+        stream.shards.iter().collect()
+    };
     shards.sort_by_key(|s| s.id);
     let shards: Vec<&Shard> = match start_after {
-        Some(Ok(after)) => shards.into_iter().filter(|s| s.id > after.0).collect(),
-        Some(Err(_)) => Vec::new(),
+        Some(Some(after)) => shards.into_iter().filter(|s| s.id > after.0).collect(),
+        Some(None) => Vec::new(),
         None => shards,
     };
     let has_more = shards.len() > limit;
@@ -558,6 +669,7 @@ fn describe_stream_summary(broker: &Broker, input: &Value) -> Result<Value, ApiE
             ("EncryptionType", s("NONE")),
             ("OpenShardCount", int(stream.open_shards().count() as i64)),
             ("ConsumerCount", int(consumers as i64)),
+            ("MaxRecordSizeInKiB", int(stream.max_record_size_kib)),
         ]),
     )]))
 }
@@ -565,7 +677,7 @@ fn describe_stream_summary(broker: &Broker, input: &Value) -> Result<Value, ApiE
 fn list_streams(broker: &Broker, input: &Value) -> Result<Value, ApiError> {
     let limit = opt_int(input, "Limit").unwrap_or(100).clamp(1, 100) as usize;
     let after = match opt_str(input, "NextToken") {
-        Some(token) => Some(decode_token(token, "ListStreams")?.1),
+        Some(token) => Some(live_token(broker, token, "ListStreams")?),
         None => opt_str(input, "ExclusiveStartStreamName").map(str::to_owned),
     };
     let streams: Vec<Stream> = broker.with_state(|state| {
@@ -610,6 +722,9 @@ fn list_streams(broker: &Broker, input: &Value) -> Result<Value, ApiError> {
     ]))
 }
 
+/// How long a pagination token stays valid.
+const NEXT_TOKEN_TTL_MS: u64 = 300_000;
+
 /// Pagination tokens: URL-safe base64 of `kind|issued ms|position`; they expire after
 /// 300 seconds, as AWS's do.
 fn encode_token(kind: &str, position: &str, now_ms: u64) -> String {
@@ -633,6 +748,18 @@ fn decode_token(token: &str, kind: &str) -> Result<(u64, String), ApiError> {
     Ok((issued, position.to_owned()))
 }
 
+/// Decodes a token and checks its age: AWS's tokens are good for 300 seconds.
+fn live_token(broker: &Broker, token: &str, kind: &str) -> Result<String, ApiError> {
+    let (issued, position) = decode_token(token, kind)?;
+    if broker.now_ms().saturating_sub(issued) > NEXT_TOKEN_TTL_MS {
+        return Err(ApiError::new(
+            ErrorKind::ExpiredNextToken,
+            format!("The timestamp of the NextToken {token} has expired."),
+        ));
+    }
+    Ok(position)
+}
+
 async fn list_shards(broker: &Broker, input: &Value) -> Result<Value, ApiError> {
     let token = opt_str(input, "NextToken");
     let has_stream =
@@ -643,14 +770,18 @@ async fn list_shards(broker: &Broker, input: &Value) -> Result<Value, ApiError> 
                 "NextToken and StreamName cannot be provided together.",
             ));
         }
+        Some(_) if member(input, "ExclusiveStartShardId").is_some() => {
+            return Err(ApiError::invalid_argument(
+                "NextToken and ExclusiveStartShardId cannot be provided together.",
+            ));
+        }
+        Some(_) if member(input, "StreamCreationTimestamp").is_some() => {
+            return Err(ApiError::invalid_argument(
+                "NextToken and StreamCreationTimestamp cannot be provided together.",
+            ));
+        }
         Some(token) => {
-            let (issued, position) = decode_token(token, "ListShards")?;
-            if broker.now_ms().saturating_sub(issued) > 300_000 {
-                return Err(ApiError::new(
-                    ErrorKind::ExpiredNextToken,
-                    format!("The timestamp of the NextToken {token} has expired."),
-                ));
-            }
+            let position = live_token(broker, token, "ListShards")?;
             let (name, shard) = position
                 .rsplit_once('|')
                 .ok_or_else(|| ApiError::invalid_argument("Invalid NextToken."))?;
@@ -663,24 +794,31 @@ async fn list_shards(broker: &Broker, input: &Value) -> Result<Value, ApiError> 
                 ),
             )
         }
+        None if !has_stream => {
+            return Err(ApiError::invalid_argument(
+                "Either NextToken or StreamName should be provided.",
+            ));
+        }
         None => {
             let name = stream_name(input)?;
             let after = opt_str(input, "ExclusiveStartShardId")
-                .map(|text| ShardId::parse(text).map_or(u32::MAX, |id| id.0));
+                .map(|text| resolve_shard_id(text).map_or(u32::MAX, |id| id.0));
             (name, after)
         }
     };
     let stream = broker.stream(&name)?;
-    if stream.status == StreamStatus::Creating {
+    if !matches!(stream.status, StreamStatus::Active | StreamStatus::Updating) {
         return Err(ApiError::new(
             ErrorKind::ResourceInUse,
             format!(
-                "Stream {name} under account {} is not ACTIVE, instead in state CREATING",
-                broker.identity().account
+                "Stream {name} under account {} not ACTIVE or UPDATING, instead in state {}",
+                broker.identity().account,
+                stream.status.as_aws()
             ),
         ));
     }
-    let limit = opt_int(input, "MaxResults").unwrap_or(1000).clamp(1, 10000) as usize;
+    // At most 1000 shards a call, whatever MaxResults asks for (the model allows 10000).
+    let limit = opt_int(input, "MaxResults").unwrap_or(1000).clamp(1, 1000) as usize;
     let mut shards: Vec<&Shard> = stream
         .shards
         .iter()
@@ -753,7 +891,7 @@ fn apply_shard_filter<'a>(
                     "ShardId must be specified for ShardFilter type AFTER_SHARD_ID.",
                 )
             })?;
-            let after = ShardId::parse(after).map(|id| id.0).unwrap_or(u32::MAX);
+            let after = resolve_shard_id(after).map_or(u32::MAX, |id| id.0);
             shards.into_iter().filter(|s| s.id > after).collect()
         }
         "AT_LATEST" => shards.into_iter().filter(|s| s.is_open()).collect(),
@@ -920,9 +1058,10 @@ fn list_stream_consumers(broker: &Broker, input: &Value) -> Result<Value, ApiErr
     let arn = opt_str(input, "StreamARN").unwrap_or("");
     let name = parse_stream_arn(arn).ok_or_else(|| invalid_arn(arn))?;
     let stream = broker.stream(name.as_str())?;
-    let limit = opt_int(input, "MaxResults").unwrap_or(100).clamp(1, 10000) as usize;
+    // At most 100 consumers a call, whatever MaxResults asks for (the model allows 10000).
+    let limit = opt_int(input, "MaxResults").unwrap_or(100).clamp(1, 100) as usize;
     let after = match opt_str(input, "NextToken") {
-        Some(token) => Some(decode_token(token, "ListStreamConsumers")?.1),
+        Some(token) => Some(live_token(broker, token, "ListStreamConsumers")?),
         None => None,
     };
     let consumers: Vec<&sluice_cluster::Consumer> = stream
@@ -970,12 +1109,13 @@ fn explicit_hash_key(input: &Value) -> Result<Option<u128>, ApiError> {
     })
 }
 
-fn record_input(input: &Value) -> Result<PutRecordInput, ApiError> {
-    Ok(PutRecordInput {
+/// A record's key and data; its ExplicitHashKey is read once the stream is known.
+fn record_input(input: &Value) -> PutRecordInput {
+    PutRecordInput {
         partition_key: opt_str(input, "PartitionKey").unwrap_or("").to_owned(),
-        explicit_hash_key: explicit_hash_key(input)?,
+        explicit_hash_key: None,
         data: bytes_of(input, "Data"),
-    })
+    }
 }
 
 /// A record whose data and partition key together exceed the 1 MiB record limit, in the
@@ -991,10 +1131,13 @@ fn record_too_large(path: &str, data_len: usize) -> ApiError {
 
 async fn put_record(broker: &Broker, input: &Value) -> Result<Value, ApiError> {
     let name = stream_name(input)?;
-    let record = record_input(input)?;
+    let mut record = record_input(input);
     if record.data.len() + record.partition_key.len() > MAX_RECORD_BYTES {
         return Err(record_too_large("data", record.data.len()));
     }
+    // AWS looks the stream up before it reads the hash key and the ordering number.
+    readable_stream(broker, &name)?;
+    record.explicit_hash_key = explicit_hash_key(input)?;
     if let Some(ordering) = opt_str(input, "SequenceNumberForOrdering") {
         // AWS only checks the number is one of its own; it orders by arrival anyway.
         if SequenceNumber::parse(ordering).is_err() {
@@ -1022,10 +1165,11 @@ async fn put_record(broker: &Broker, input: &Value) -> Result<Value, ApiError> {
 
 async fn put_records(broker: &Broker, input: &Value) -> Result<Value, ApiError> {
     let name = stream_name(input)?;
-    let mut records = Vec::new();
+    let entries = opt_list(input, "Records");
+    let mut records = Vec::with_capacity(entries.len());
     let mut total = 0usize;
-    for (i, item) in opt_list(input, "Records").iter().enumerate() {
-        let record = record_input(item)?;
+    for (i, item) in entries.iter().enumerate() {
+        let record = record_input(item);
         let size = record.data.len() + record.partition_key.len();
         if size > MAX_RECORD_BYTES {
             return Err(record_too_large(
@@ -1037,10 +1181,11 @@ async fn put_records(broker: &Broker, input: &Value) -> Result<Value, ApiError> 
         records.push(record);
     }
     if total > MAX_PUT_RECORDS_BYTES {
-        return Err(ApiError::invalid_argument(format!(
-            "Records size exceeds 5 MB limit for stream {name} under account {}",
-            broker.identity().account
-        )));
+        return Err(ApiError::invalid_argument("Records size exceeds 5 MB limit"));
+    }
+    readable_stream(broker, &name)?;
+    for (record, item) in records.iter_mut().zip(entries) {
+        record.explicit_hash_key = explicit_hash_key(item)?;
     }
     let results = broker.put_records(&name, records).await?;
     let failed = results.iter().filter(|r| r.is_err()).count();
@@ -1063,9 +1208,25 @@ async fn put_records(broker: &Broker, input: &Value) -> Result<Value, ApiError> 
     ]))
 }
 
+const ITERATOR_TYPES_MESSAGE: &str = "Must either specify (1) AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER and StartingSequenceNumber or (2) TRIM_HORIZON or LATEST and no StartingSequenceNumber.";
+
 async fn get_shard_iterator(broker: &Broker, input: &Value) -> Result<Value, ApiError> {
     let name = stream_name(input)?;
-    let shard = opt_str(input, "ShardId").unwrap_or("");
+    let shard_text = opt_str(input, "ShardId").unwrap_or("");
+    let shard = resolve_shard_id(shard_text)
+        .ok_or_else(|| could_not_find_shard(broker, &name, shard_text))?;
+    // A missing stream, one still CREATING, and a missing shard all read the same.
+    let exists = broker
+        .stream(&name)
+        .ok()
+        .filter(|st| matches!(st.status, StreamStatus::Active | StreamStatus::Updating))
+        .is_some_and(|st| st.shard(shard).is_some());
+    if !exists {
+        return Err(not_found(format!(
+            "Shard {shard} in stream {name} under account {} does not exist",
+            broker.identity().account
+        )));
+    }
     let kind = opt_str(input, "ShardIteratorType").unwrap_or("");
     let sequence = opt_str(input, "StartingSequenceNumber");
     let timestamp = opt_timestamp_ms(input, "Timestamp");
@@ -1074,12 +1235,12 @@ async fn get_shard_iterator(broker: &Broker, input: &Value) -> Result<Value, Api
         ("AFTER_SEQUENCE_NUMBER", Some(seq)) => IteratorStart::AfterSequence(seq.to_owned()),
         ("AT_SEQUENCE_NUMBER" | "AFTER_SEQUENCE_NUMBER", None) => {
             return Err(ApiError::invalid_argument(format!(
-                "Must either specify (1) AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER and StartingSequenceNumber or (2) TRIM_HORIZON or LATEST and no StartingSequenceNumber. Request specified {kind} and no StartingSequenceNumber."
+                "{ITERATOR_TYPES_MESSAGE} Request specified {kind} and no StartingSequenceNumber."
             )));
         }
         ("TRIM_HORIZON" | "LATEST" | "AT_TIMESTAMP", Some(_)) => {
             return Err(ApiError::invalid_argument(format!(
-                "Must either specify (1) AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER and StartingSequenceNumber or (2) TRIM_HORIZON or LATEST and no StartingSequenceNumber. Request specified {kind} and also a StartingSequenceNumber."
+                "{ITERATOR_TYPES_MESSAGE} Request specified {kind} and also a StartingSequenceNumber."
             )));
         }
         ("TRIM_HORIZON", None) => IteratorStart::TrimHorizon,
@@ -1105,7 +1266,9 @@ async fn get_shard_iterator(broker: &Broker, input: &Value) -> Result<Value, Api
             )));
         }
     };
-    let iterator = broker.get_shard_iterator(&name, shard, start).await?;
+    let iterator = broker
+        .get_shard_iterator(&name, &shard.to_string(), start)
+        .await?;
     Ok(obj(vec![("ShardIterator", s(iterator))]))
 }
 

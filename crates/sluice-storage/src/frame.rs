@@ -59,10 +59,12 @@ pub(crate) struct DecodedEntry {
 
 /// Total frame length (prefix included) for `entries`, or `None` on overflow.
 pub(crate) fn encoded_len(entries: &[EntryRef<'_>]) -> Option<u64> {
-    entries.iter().try_fold(FRAME_OVERHEAD as u64, |acc, entry| {
-        acc.checked_add(ENTRY_OVERHEAD as u64)?
-            .checked_add(entry.payload.len() as u64)
-    })
+    entries
+        .iter()
+        .try_fold(FRAME_OVERHEAD as u64, |acc, entry| {
+            acc.checked_add(ENTRY_OVERHEAD as u64)?
+                .checked_add(entry.payload.len() as u64)
+        })
 }
 
 /// Encodes `entries` as one frame into `buf` (cleared first). The caller has checked
@@ -134,7 +136,12 @@ pub(crate) fn parse_header(body: &[u8]) -> Option<BatchHeader> {
         first_ts: read_u64(body, 32)?,
         last_ts: read_u64(body, 40)?,
     };
-    if header.count == 0 || header.base_index.checked_add(u64::from(header.count)).is_none() {
+    if header.count == 0
+        || header
+            .base_index
+            .checked_add(u64::from(header.count))
+            .is_none()
+    {
         return None;
     }
     Some(header)
@@ -288,7 +295,10 @@ mod tests {
         for at in PREFIX_LEN..buf.len() {
             let mut copy = buf.clone();
             copy[at] ^= 0x10;
-            assert!(!crc_matches(&copy[PREFIX_LEN..], crc), "flip at {at} went unnoticed");
+            assert!(
+                !crc_matches(&copy[PREFIX_LEN..], crc),
+                "flip at {at} went unnoticed"
+            );
         }
     }
 

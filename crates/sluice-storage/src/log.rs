@@ -23,8 +23,8 @@
 use crate::error::StorageError;
 use crate::frame::{self, MAX_FRAME_BYTES};
 use crate::segment::{
-    self, ChunkReader, FrameWalker, IndexBuilder, IndexEntry, LOG_EXT, RawFrame, ScanFrom, ScanStop,
-    SegmentPaths, SparseIndex, TMP_SUFFIX, write_index_files,
+    self, ChunkReader, FrameWalker, IndexBuilder, IndexEntry, LOG_EXT, RawFrame, ScanFrom,
+    ScanStop, SegmentPaths, SparseIndex, TMP_SUFFIX, write_index_files,
 };
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
@@ -67,10 +67,14 @@ impl Default for LogConfig {
 impl LogConfig {
     fn validate(&self) -> Result<(), StorageError> {
         if self.segment_bytes == 0 {
-            return Err(StorageError::InvalidConfig("segment_bytes must be positive"));
+            return Err(StorageError::InvalidConfig(
+                "segment_bytes must be positive",
+            ));
         }
         if self.segment_bytes > MAX_SEGMENT_BYTES {
-            return Err(StorageError::InvalidConfig("segment_bytes must be at most 1 GiB"));
+            return Err(StorageError::InvalidConfig(
+                "segment_bytes must be at most 1 GiB",
+            ));
         }
         Ok(())
     }
@@ -197,7 +201,9 @@ impl State {
         if index >= self.active.base {
             return self.sealed.len();
         }
-        self.sealed.partition_point(|s| s.base <= index).saturating_sub(1)
+        self.sealed
+            .partition_point(|s| s.base <= index)
+            .saturating_sub(1)
     }
 }
 
@@ -301,7 +307,8 @@ impl Log {
     pub fn open(dir: &Path, cfg: LogConfig) -> Result<Log, StorageError> {
         cfg.validate()?;
         let created = !dir.exists();
-        std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create log directory", dir, e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StorageError::io("create log directory", dir, e))?;
         if created
             && cfg.fsync
             && let Some(parent) = dir.parent()
@@ -442,15 +449,18 @@ impl Log {
         }
         {
             let mut meta = active.meta.write();
-            if let Some(point) = meta
-                .builder
-                .observe(first - active.base, pos, header.first_ts, frame_len)
+            if let Some(point) =
+                meta.builder
+                    .observe(first - active.base, pos, header.first_ts, frame_len)
             {
                 meta.index.entries.push(point);
             }
             meta.size = pos + frame_len;
             meta.next_index = header.end_index();
-            meta.max_ts = Some(meta.max_ts.map_or(header.last_ts, |m| m.max(header.last_ts)));
+            meta.max_ts = Some(
+                meta.max_ts
+                    .map_or(header.last_ts, |m| m.max(header.last_ts)),
+            );
         }
         *self.last_ts.lock() = Some(header.last_ts);
         self.next_index.store(header.end_index(), Ordering::Release);
@@ -570,7 +580,13 @@ impl Log {
     /// or `max_entries` is 0. Fails with [`StorageError::Trimmed`] below
     /// [`first_index`](Self::first_index), and with [`StorageError::Corrupt`] if a batch
     /// it touches fails its checksum.
-    pub fn read(&self, from: u64, upto: u64, max_entries: usize, max_bytes: usize) -> Result<Vec<Entry>, StorageError> {
+    pub fn read(
+        &self,
+        from: u64,
+        upto: u64,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
         let state = self.state.read();
         let limit = upto.min(self.next_index.load(Ordering::Acquire));
         let first_index = state.first_index();
@@ -590,10 +606,15 @@ impl Log {
             let hint = view.hint_for_index(next);
             let mut walker = walker_at(&view, hint, chunk, |f| f.header.base_index <= next)?;
             loop {
-                if next >= limit || out.len() >= max_entries || (!out.is_empty() && bytes >= max_bytes) {
+                if next >= limit
+                    || out.len() >= max_entries
+                    || (!out.is_empty() && bytes >= max_bytes)
+                {
                     break 'segments;
                 }
-                let Some(frame) = walker.next_frame()? else { break };
+                let Some(frame) = walker.next_frame()? else {
+                    break;
+                };
                 if frame.header.base_index >= limit {
                     break 'segments;
                 }
@@ -604,13 +625,15 @@ impl Log {
                     continue;
                 }
                 for (index, entry) in (frame.header.base_index..).zip(frame.entries()) {
-                    let entry = entry.map_err(|reason| StorageError::corrupt(view.path, frame.pos, reason))?;
+                    let entry = entry
+                        .map_err(|reason| StorageError::corrupt(view.path, frame.pos, reason))?;
                     if index < next {
                         continue;
                     }
                     if index >= limit
                         || out.len() >= max_entries
-                        || (!out.is_empty() && bytes.saturating_add(entry.payload.len()) > max_bytes)
+                        || (!out.is_empty()
+                            && bytes.saturating_add(entry.payload.len()) > max_bytes)
                     {
                         break 'segments;
                     }
@@ -714,7 +737,13 @@ impl Log {
     pub fn trim_before(&self, before: u64) -> Result<u64, StorageError> {
         let _writer = self.writer.lock();
         self.ensure_running()?;
-        let count = self.state.read().sealed.iter().take_while(|s| s.end <= before).count();
+        let count = self
+            .state
+            .read()
+            .sealed
+            .iter()
+            .take_while(|s| s.end <= before)
+            .count();
         self.drop_front_segments(count)
     }
 
@@ -726,7 +755,8 @@ impl Log {
         let removed: Vec<Arc<Sealed>> = {
             let mut state = self.state.write();
             let removed = state.sealed.drain(..count).collect();
-            self.first_index.store(state.first_index(), Ordering::Release);
+            self.first_index
+                .store(state.first_index(), Ordering::Release);
             removed
         };
         let mut dropped = 0;
@@ -807,7 +837,11 @@ impl Log {
                 }
             }
             let Some(frame) = found else {
-                return Err(StorageError::corrupt(view.path, view.size, "batch to truncate is missing"));
+                return Err(StorageError::corrupt(
+                    view.path,
+                    view.size,
+                    "batch to truncate is missing",
+                ));
             };
             let index = match &view.hints {
                 Hints::Sealed(loaded) => loaded.index.clone(),
@@ -823,7 +857,8 @@ impl Log {
         let mut syncs = 0;
         let sync_file = |file: &File, path: &Path, syncs: &mut u64| -> Result<(), StorageError> {
             if self.cfg.fsync {
-                file.sync_data().map_err(|e| StorageError::io("sync segment", path, e))?;
+                file.sync_data()
+                    .map_err(|e| StorageError::io("sync segment", path, e))?;
                 *syncs += 1;
             }
             Ok(())
@@ -875,7 +910,8 @@ impl Log {
             if frame.pos > 0 {
                 write_index_files(&split, &SparseIndex::default())?;
             }
-            std::fs::rename(&tmp, &split.log).map_err(|e| StorageError::io("rename segment", &split.log, e))?;
+            std::fs::rename(&tmp, &split.log)
+                .map_err(|e| StorageError::io("rename segment", &split.log, e))?;
             if self.cfg.fsync {
                 fsync_dir(&self.dir)?;
             }
@@ -884,7 +920,12 @@ impl Log {
                 let mut index = index;
                 index.truncate_rel(frame.header.base_index - base);
                 write_index_files(&paths, &index)?;
-                new_sealed = Some(Arc::new(Sealed::new(base, frame.header.base_index, frame.pos, paths.clone())));
+                new_sealed = Some(Arc::new(Sealed::new(
+                    base,
+                    frame.header.base_index,
+                    frame.pos,
+                    paths.clone(),
+                )));
             }
             active_base = frame.header.base_index;
         }
@@ -906,7 +947,8 @@ impl Log {
     /// Deletes the log directory and everything in it.
     pub fn destroy(self) -> Result<(), StorageError> {
         self.destroyed.store(true, Ordering::Release);
-        std::fs::remove_dir_all(&self.dir).map_err(|e| StorageError::io("remove log directory", &self.dir, e))
+        std::fs::remove_dir_all(&self.dir)
+            .map_err(|e| StorageError::io("remove log directory", &self.dir, e))
     }
 
     fn ensure_running(&self) -> Result<(), StorageError> {
@@ -1090,7 +1132,8 @@ fn find_timestamp(view: &View<'_>, ts: u64, limit: u64) -> Result<Option<u64>, S
             continue;
         }
         for (index, entry) in (frame.header.base_index..).zip(frame.entries()) {
-            let entry = entry.map_err(|reason| StorageError::corrupt(view.path, frame.pos, reason))?;
+            let entry =
+                entry.map_err(|reason| StorageError::corrupt(view.path, frame.pos, reason))?;
             if entry.timestamp_ms >= ts {
                 return Ok(Some(index.min(limit)));
             }
@@ -1145,7 +1188,8 @@ fn remove_segment_files(paths: &SegmentPaths) -> Result<(), StorageError> {
 fn list_segments(dir: &Path) -> Result<Vec<u64>, StorageError> {
     let mut bases = Vec::new();
     let mut orphans = Vec::new();
-    let read_dir = std::fs::read_dir(dir).map_err(|e| StorageError::io("list log directory", dir, e))?;
+    let read_dir =
+        std::fs::read_dir(dir).map_err(|e| StorageError::io("list log directory", dir, e))?;
     for entry in read_dir {
         let entry = entry.map_err(|e| StorageError::io("list log directory", dir, e))?;
         let name = entry.file_name();
@@ -1157,7 +1201,9 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>, StorageError> {
         }
     }
     bases.sort_unstable();
-    for entry in std::fs::read_dir(dir).map_err(|e| StorageError::io("list log directory", dir, e))? {
+    for entry in
+        std::fs::read_dir(dir).map_err(|e| StorageError::io("list log directory", dir, e))?
+    {
         let entry = entry.map_err(|e| StorageError::io("list log directory", dir, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
@@ -1168,7 +1214,8 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>, StorageError> {
         }
     }
     for path in orphans {
-        std::fs::remove_file(&path).map_err(|e| StorageError::io("remove leftover file", &path, e))?;
+        std::fs::remove_file(&path)
+            .map_err(|e| StorageError::io("remove leftover file", &path, e))?;
     }
     Ok(bases)
 }
@@ -1226,6 +1273,7 @@ fn check_predecessor(
         index = outcome.index.clone();
     }
     let intact = intact(&outcome);
+    report.corrupt_batches += outcome.corrupt_frames.len();
     if outcome.end_pos < len {
         tracing::warn!(
             segment = %paths.log.display(),
@@ -1330,7 +1378,8 @@ fn load_sealed_files(sealed: &Sealed, interval: u32) -> Result<Loaded, StorageEr
     let path = &sealed.paths.log;
     let file = File::open(path).map_err(|e| StorageError::io("open segment", path, e))?;
     let count = sealed.end - sealed.base;
-    let hinted = segment::read_index_files(&sealed.paths).filter(|i| i.is_consistent(count, sealed.size));
+    let hinted =
+        segment::read_index_files(&sealed.paths).filter(|i| i.is_consistent(count, sealed.size));
     let scan_from = |start_pos: u64, start_index: u64| {
         segment::scan(
             &file,
@@ -1391,7 +1440,11 @@ fn persist_active_index(active: &Active) -> Result<(), StorageError> {
     let mut persisted = active.persisted_points.lock();
     let pending: Vec<IndexEntry> = {
         let meta = active.meta.read();
-        meta.index.entries.get(*persisted..).map(<[IndexEntry]>::to_vec).unwrap_or_default()
+        meta.index
+            .entries
+            .get(*persisted..)
+            .map(<[IndexEntry]>::to_vec)
+            .unwrap_or_default()
     };
     if pending.is_empty() {
         return Ok(());
@@ -1400,7 +1453,6 @@ fn persist_active_index(active: &Active) -> Result<(), StorageError> {
     *persisted += pending.len();
     Ok(())
 }
-
 
 #[cfg(test)]
 mod tests;

@@ -153,7 +153,9 @@ impl SparseIndex {
 
     /// Decodes the two index files; `None` if they are torn or disagree.
     pub fn decode(offsets: &[u8], times: &[u8]) -> Option<SparseIndex> {
-        if !offsets.len().is_multiple_of(OFFSET_ENTRY_LEN) || !times.len().is_multiple_of(TIME_ENTRY_LEN) {
+        if !offsets.len().is_multiple_of(OFFSET_ENTRY_LEN)
+            || !times.len().is_multiple_of(TIME_ENTRY_LEN)
+        {
             return None;
         }
         if offsets.len() / OFFSET_ENTRY_LEN != times.len() / TIME_ENTRY_LEN {
@@ -194,11 +196,21 @@ impl IndexBuilder {
     }
 
     /// Records a batch of `frame_len` bytes starting at `pos`; returns the point to add.
-    pub fn observe(&mut self, rel: u64, pos: u64, first_ts: u64, frame_len: u64) -> Option<IndexEntry> {
+    pub fn observe(
+        &mut self,
+        rel: u64,
+        pos: u64,
+        first_ts: u64,
+        frame_len: u64,
+    ) -> Option<IndexEntry> {
         let point = if pos > 0 && self.since_last >= self.interval {
             self.since_last = 0;
             match (u32::try_from(rel), u32::try_from(pos)) {
-                (Ok(rel), Ok(pos)) => Some(IndexEntry { rel, pos, ts: first_ts }),
+                (Ok(rel), Ok(pos)) => Some(IndexEntry {
+                    rel,
+                    pos,
+                    ts: first_ts,
+                }),
                 _ => None,
             }
         } else {
@@ -217,7 +229,10 @@ pub(crate) fn read_index_files(paths: &SegmentPaths) -> Option<SparseIndex> {
 }
 
 /// Replaces both index files with `index` (no fsync: they are hints).
-pub(crate) fn write_index_files(paths: &SegmentPaths, index: &SparseIndex) -> Result<(), StorageError> {
+pub(crate) fn write_index_files(
+    paths: &SegmentPaths,
+    index: &SparseIndex,
+) -> Result<(), StorageError> {
     std::fs::write(&paths.idx, SparseIndex::encode_offsets(&index.entries))
         .map_err(|e| StorageError::io("write offset index", &paths.idx, e))?;
     std::fs::write(&paths.tix, SparseIndex::encode_times(&index.entries))
@@ -309,7 +324,10 @@ impl<'a> ChunkReader<'a> {
             self.chunk_pos = pos;
         }
         let from = usize::try_from(pos - self.chunk_pos).unwrap_or(usize::MAX);
-        Ok(self.chunk.get(from..from + len).map(|_| self.chunk.slice(from..from + len)))
+        Ok(self
+            .chunk
+            .get(from..from + len)
+            .map(|_| self.chunk.slice(from..from + len)))
     }
 }
 
@@ -418,7 +436,12 @@ pub(crate) struct ScanFrom {
 /// chain too, or it ends the segment exactly at `boundary`: that is damage in the middle
 /// of the log, which reads report as corruption. Otherwise the scan stops there: a torn
 /// tail, which recovery cuts.
-pub(crate) fn scan(file: &File, path: &Path, file_len: u64, from: &ScanFrom) -> Result<ScanOutcome, StorageError> {
+pub(crate) fn scan(
+    file: &File,
+    path: &Path,
+    file_len: u64,
+    from: &ScanFrom,
+) -> Result<ScanOutcome, StorageError> {
     let mut reader = ChunkReader::new(file, path, file_len, 1 << 20);
     let mut out = ScanOutcome {
         end_pos: from.start_pos,
@@ -490,13 +513,16 @@ pub(crate) fn scan(file: &File, path: &Path, file_len: u64, from: &ScanFrom) -> 
             out.corrupt_frames.push(frame.pos);
         }
         let rel = frame.header.base_index - from.segment_base;
-        if let Some(point) = out
-            .builder
-            .observe(rel, frame.pos, frame.header.first_ts, frame.total_len)
+        if let Some(point) =
+            out.builder
+                .observe(rel, frame.pos, frame.header.first_ts, frame.total_len)
         {
             out.index.entries.push(point);
         }
-        out.max_ts = Some(out.max_ts.map_or(frame.header.last_ts, |m| m.max(frame.header.last_ts)));
+        out.max_ts = Some(
+            out.max_ts
+                .map_or(frame.header.last_ts, |m| m.max(frame.header.last_ts)),
+        );
         out.end_pos = frame.end_pos();
         out.next_index = frame.header.end_index();
     }
@@ -540,12 +566,22 @@ impl<'a> FrameWalker<'a> {
         let frame = match read_frame(&mut self.reader, self.pos)? {
             FrameAt::Frame(frame) => frame,
             FrameAt::Incomplete => {
-                return Err(StorageError::corrupt(self.path, self.pos, "truncated frame"));
+                return Err(StorageError::corrupt(
+                    self.path,
+                    self.pos,
+                    "truncated frame",
+                ));
             }
-            FrameAt::Malformed(reason) => return Err(StorageError::corrupt(self.path, self.pos, reason)),
+            FrameAt::Malformed(reason) => {
+                return Err(StorageError::corrupt(self.path, self.pos, reason));
+            }
         };
         if !frame.crc_ok {
-            return Err(StorageError::corrupt(self.path, self.pos, "checksum mismatch"));
+            return Err(StorageError::corrupt(
+                self.path,
+                self.pos,
+                "checksum mismatch",
+            ));
         }
         if frame.header.base_index != self.expected {
             return Err(StorageError::corrupt(
@@ -570,26 +606,47 @@ mod tests {
         assert_eq!(paths.log, Path::new("/d/00000000000000052113.log"));
         assert_eq!(paths.idx, Path::new("/d/00000000000000052113.idx"));
         assert_eq!(paths.tix, Path::new("/d/00000000000000052113.tix"));
-        assert_eq!(parse_file_name("00000000000000052113.log", LOG_EXT), Some(52_113));
+        assert_eq!(
+            parse_file_name("00000000000000052113.log", LOG_EXT),
+            Some(52_113)
+        );
         assert_eq!(parse_file_name("00000000000000052113.idx", LOG_EXT), None);
         assert_eq!(parse_file_name("52113.log", LOG_EXT), None);
         assert_eq!(parse_file_name("0000000000000005211x.log", LOG_EXT), None);
-        assert_eq!(parse_file_name("00000000000000052113.log.tmp", LOG_EXT), None);
+        assert_eq!(
+            parse_file_name("00000000000000052113.log.tmp", LOG_EXT),
+            None
+        );
     }
 
     #[test]
     fn index_files_round_trip_and_reject_torn_files() {
         let index = SparseIndex {
             entries: vec![
-                IndexEntry { rel: 3, pos: 5000, ts: 7 },
-                IndexEntry { rel: 9, pos: 9100, ts: 7 },
-                IndexEntry { rel: 20, pos: 14_000, ts: 11 },
+                IndexEntry {
+                    rel: 3,
+                    pos: 5000,
+                    ts: 7,
+                },
+                IndexEntry {
+                    rel: 9,
+                    pos: 9100,
+                    ts: 7,
+                },
+                IndexEntry {
+                    rel: 20,
+                    pos: 14_000,
+                    ts: 11,
+                },
             ],
         };
         let offsets = SparseIndex::encode_offsets(&index.entries);
         let times = SparseIndex::encode_times(&index.entries);
         assert_eq!(SparseIndex::decode(&offsets, &times), Some(index.clone()));
-        assert_eq!(SparseIndex::decode(&offsets[..offsets.len() - 1], &times), None);
+        assert_eq!(
+            SparseIndex::decode(&offsets[..offsets.len() - 1], &times),
+            None
+        );
         assert_eq!(SparseIndex::decode(&offsets[..8], &times), None);
         assert!(index.is_consistent(21, 15_000));
         assert!(!index.is_consistent(20, 15_000));

@@ -25,7 +25,11 @@ fn put_get_delete(store: &dyn MetaStore) {
     store.put("t1", b"k", b"v1").unwrap();
     assert_eq!(store.get("t1", b"k").unwrap(), Some(b"v1".to_vec()));
     store.put("t1", b"k", b"v2").unwrap();
-    assert_eq!(store.get("t1", b"k").unwrap(), Some(b"v2".to_vec()), "overwrite");
+    assert_eq!(
+        store.get("t1", b"k").unwrap(),
+        Some(b"v2".to_vec()),
+        "overwrite"
+    );
     store.put("t1", b"", b"empty key").unwrap();
     assert_eq!(store.get("t1", b"").unwrap(), Some(b"empty key".to_vec()));
     store.put("t1", b"empty value", b"").unwrap();
@@ -59,10 +63,19 @@ fn scan_prefix_is_ordered_and_bounded(store: &dyn MetaStore) {
         .collect();
     assert_eq!(
         keys,
-        vec![b"b/1".to_vec(), b"b/10".to_vec(), b"b/2".to_vec(), b"b/\xff".to_vec()],
+        vec![
+            b"b/1".to_vec(),
+            b"b/10".to_vec(),
+            b"b/2".to_vec(),
+            b"b/\xff".to_vec()
+        ],
         "bytewise order, only the prefix"
     );
-    assert_eq!(store.scan_prefix("t3", b"").unwrap().len(), 7, "empty prefix scans the tree");
+    assert_eq!(
+        store.scan_prefix("t3", b"").unwrap().len(),
+        7,
+        "empty prefix scans the tree"
+    );
     assert!(store.scan_prefix("t3", b"z").unwrap().is_empty());
 }
 
@@ -90,7 +103,11 @@ fn batches_are_atomic_in_order(store: &dyn MetaStore) {
             ("t5", b"d".to_vec(), None),
         ])
         .unwrap();
-    assert_eq!(store.get("t5", b"k").unwrap(), Some(b"second".to_vec()), "later write wins");
+    assert_eq!(
+        store.get("t5", b"k").unwrap(),
+        Some(b"second".to_vec()),
+        "later write wins"
+    );
     assert_eq!(store.get("t5", b"d").unwrap(), None, "later delete wins");
 }
 

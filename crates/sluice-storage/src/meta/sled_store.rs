@@ -28,7 +28,10 @@ fn backend(op: &'static str) -> impl FnOnce(sled::Error) -> StorageError {
 impl SledStore {
     /// Opens (creating if absent) the database in `dir`.
     pub fn open(dir: &Path) -> Result<SledStore, StorageError> {
-        let db = sled::Config::new().path(dir).open().map_err(backend("open"))?;
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(backend("open"))?;
         Ok(SledStore { db })
     }
 
@@ -44,7 +47,9 @@ impl MetaStore for SledStore {
     }
 
     fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
-        self.tree(tree)?.insert(key, value).map_err(backend("put"))?;
+        self.tree(tree)?
+            .insert(key, value)
+            .map_err(backend("put"))?;
         Ok(())
     }
 
@@ -70,7 +75,10 @@ impl MetaStore for SledStore {
         let mut names: Vec<&str> = batch.iter().map(|(tree, _, _)| *tree).collect();
         names.sort_unstable();
         names.dedup();
-        let trees: Vec<sled::Tree> = names.iter().map(|name| self.tree(name)).collect::<Result<_, _>>()?;
+        let trees: Vec<sled::Tree> = names
+            .iter()
+            .map(|name| self.tree(name))
+            .collect::<Result<_, _>>()?;
         let slots: Vec<usize> = batch
             .iter()
             .map(|(tree, _, _)| names.binary_search(tree).unwrap_or(0))
@@ -124,7 +132,10 @@ mod tests {
         {
             let store = SledStore::open(&path).unwrap();
             store
-                .apply_batch(vec![("a", b"k".to_vec(), Some(b"v".to_vec())), ("b", b"k2".to_vec(), Some(b"w".to_vec()))])
+                .apply_batch(vec![
+                    ("a", b"k".to_vec(), Some(b"v".to_vec())),
+                    ("b", b"k2".to_vec(), Some(b"w".to_vec())),
+                ])
                 .unwrap();
             store.flush().unwrap();
         }

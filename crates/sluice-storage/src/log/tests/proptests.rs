@@ -6,14 +6,30 @@ use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { sizes: Vec<usize>, ts_step: u64 },
+    Append {
+        sizes: Vec<usize>,
+        ts_step: u64,
+    },
     Sync,
-    Read { from_back: u64, len: u64, max_entries: usize, max_bytes: usize },
-    IndexAtTimestamp { ts_back: u64 },
+    Read {
+        from_back: u64,
+        len: u64,
+        max_entries: usize,
+        max_bytes: usize,
+    },
+    IndexAtTimestamp {
+        ts_back: u64,
+    },
     Reopen,
-    TruncateFrom { back: u64 },
-    Retention { cutoff_back: u64 },
-    TrimBefore { back: u64 },
+    TruncateFrom {
+        back: u64,
+    },
+    Retention {
+        cutoff_back: u64,
+    },
+    TrimBefore {
+        back: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -94,7 +110,9 @@ impl Harness {
                         ModelEntry {
                             term: self.model.salt,
                             ts: self.model.clock,
-                            payload: (0..*size).map(|b| ((seed + b as u64) % 256) as u8).collect(),
+                            payload: (0..*size)
+                                .map(|b| ((seed + b as u64) % 256) as u8)
+                                .collect(),
                         }
                     })
                     .collect();
@@ -127,7 +145,9 @@ impl Harness {
                 let upto = from + len;
                 let got = self.log().read(from, upto, *max_entries, *max_bytes);
                 if from < self.model.first {
-                    assert!(matches!(got, Err(StorageError::Trimmed { first_index }) if first_index == self.model.first));
+                    assert!(
+                        matches!(got, Err(StorageError::Trimmed { first_index }) if first_index == self.model.first)
+                    );
                     return;
                 }
                 let got = got.unwrap();
@@ -135,7 +155,9 @@ impl Harness {
                 let mut bytes = 0;
                 for index in from..upto.min(self.model.next()) {
                     let e = self.model.get(index);
-                    if expected.len() >= *max_entries || (!expected.is_empty() && bytes + e.payload.len() > *max_bytes) {
+                    if expected.len() >= *max_entries
+                        || (!expected.is_empty() && bytes + e.payload.len() > *max_bytes)
+                    {
                         break;
                     }
                     bytes += e.payload.len();
@@ -153,7 +175,11 @@ impl Harness {
                 let expected = (self.model.first..self.model.next())
                     .find(|i| self.model.get(*i).ts >= ts)
                     .unwrap_or(self.model.next());
-                assert_eq!(self.log().index_at_timestamp(ts).unwrap(), expected, "ts {ts}");
+                assert_eq!(
+                    self.log().index_at_timestamp(ts).unwrap(),
+                    expected,
+                    "ts {ts}"
+                );
             }
             Op::Reopen => {
                 drop(self.log.take());
@@ -170,13 +196,23 @@ impl Harness {
                     return;
                 }
                 result.unwrap();
+                if from == self.model.next() {
+                    return; // nothing to remove: a no-op
+                }
                 let keep = usize::try_from(from - self.model.first).unwrap();
                 self.model.entries.truncate(keep);
                 assert_eq!(self.log().durable_index(), self.model.next().checked_sub(1));
             }
             Op::Retention { cutoff_back } => {
                 let cutoff = (self.model.clock + 1).saturating_sub(*cutoff_back);
-                let sealed: Vec<(u64, u64)> = self.log().state.read().sealed.iter().map(|s| (s.base, s.end)).collect();
+                let sealed: Vec<(u64, u64)> = self
+                    .log()
+                    .state
+                    .read()
+                    .sealed
+                    .iter()
+                    .map(|s| (s.base, s.end))
+                    .collect();
                 let mut new_first = self.model.first;
                 for (base, end) in sealed {
                     assert_eq!(base, new_first);
@@ -191,7 +227,14 @@ impl Harness {
             }
             Op::TrimBefore { back } => {
                 let before = self.model.next().saturating_sub(*back);
-                let sealed: Vec<(u64, u64)> = self.log().state.read().sealed.iter().map(|s| (s.base, s.end)).collect();
+                let sealed: Vec<(u64, u64)> = self
+                    .log()
+                    .state
+                    .read()
+                    .sealed
+                    .iter()
+                    .map(|s| (s.base, s.end))
+                    .collect();
                 let new_first = sealed
                     .iter()
                     .take_while(|(_, end)| *end <= before)
@@ -215,7 +258,7 @@ impl Harness {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn log_matches_model(
