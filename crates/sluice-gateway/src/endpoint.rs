@@ -109,12 +109,18 @@ async fn handle(
                 } else {
                     tracing::debug!(error = %error, "request rejected");
                 }
-                respond(
+                let mut response = respond(
                     error.kind.status(),
                     encoding,
                     &request_id,
                     error_body(encoding, &error),
-                )
+                );
+                // AWS names the error in a header too; some SDKs read it from there.
+                response.headers_mut().insert(
+                    "x-amzn-errortype",
+                    HeaderValue::from_static(error.kind.aws_type()),
+                );
+                response
             }
         }
     }

@@ -1181,7 +1181,9 @@ async fn put_records(broker: &Broker, input: &Value) -> Result<Value, ApiError> 
         records.push(record);
     }
     if total > MAX_PUT_RECORDS_BYTES {
-        return Err(ApiError::invalid_argument("Records size exceeds 5 MB limit"));
+        return Err(ApiError::invalid_argument(
+            "Records size exceeds 5 MB limit",
+        ));
     }
     readable_stream(broker, &name)?;
     for (record, item) in records.iter_mut().zip(entries) {
