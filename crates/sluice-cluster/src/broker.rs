@@ -790,10 +790,31 @@ fn child_shards(stream: &Stream, parent: ShardId) -> Vec<ChildShard> {
         .collect()
 }
 
-/// AWS prints times in iterator-expiry messages like `Thu Jan 01 00:00:00 UTC 1970`; we
-/// print the epoch milliseconds, which is unambiguous.
+/// AWS prints times in iterator-expiry messages as Java's `Date.toString()` does, in UTC:
+/// `Tue Mar 12 21:39:46 UTC 2024`.
 fn format_time(ms: u64) -> String {
-    ms.to_string()
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let seconds = ms / 1000;
+    let days = seconds / 86_400;
+    let (hour, minute, second) = (seconds % 86_400 / 3600, seconds % 3600 / 60, seconds % 60);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{} {} {day:02} {hour:02}:{minute:02}:{second:02} UTC {year}",
+        DAYS[(days % 7) as usize],
+        MONTHS[(month - 1) as usize]
+    )
 }
 
 #[cfg(test)]

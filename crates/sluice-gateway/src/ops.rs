@@ -1325,3 +1325,6 @@ async fn get_records(broker: &Broker, input: &Value) -> Result<Value, ApiError> 
         ("ChildShards", children.unwrap_or(Value::Null)),
     ]))
 }
+
+#[cfg(test)]
+mod tests;

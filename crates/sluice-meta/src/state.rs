@@ -334,9 +334,9 @@ impl MetaState {
                 let mut stream = self.active(name)?;
                 let first = self.open_shard_of(&stream, *shard, "merging")?;
                 let second = self.open_shard_of(&stream, *adjacent, "merging")?;
-                if !first.range().adjacent_to(&second.range()) {
+                if first.end_hash.checked_add(1) != Some(second.start_hash) {
                     return Err(CommandError::InvalidArgument(format!(
-                        "Shards {}, {} in stream {name} under account {account} are not an adjacent pair of shards eligible for merging",
+                        "Shards {} and {} in stream {name} under account {account} are not an adjacent pair of shards eligible for merging",
                         ShardId(*shard),
                         ShardId(*adjacent)
                     )));

@@ -166,3 +166,13 @@ async fn restart_keeps_records_streams_and_closed_shards() {
     assert!(parent.next_iterator.is_none());
     assert_eq!(parent.child_shards.map(|c| c.len()), Some(2));
 }
+
+#[test]
+fn expiry_times_print_like_java_dates() {
+    assert_eq!(format_time(0), "Thu Jan 01 00:00:00 UTC 1970");
+    assert_eq!(format_time(951_782_400_000), "Tue Feb 29 00:00:00 UTC 2000");
+    assert_eq!(
+        format_time(1_710_279_586_000),
+        "Tue Mar 12 21:39:46 UTC 2024"
+    );
+}

@@ -131,21 +131,21 @@ fn merge_requires_adjacent_open_shards() {
     assert_eq!(
         err,
         CommandError::InvalidArgument(
-            "Shards shardId-000000000000, shardId-000000000002 in stream s under account 000000000000 are not an adjacent pair of shards eligible for merging".into()
+            "Shards shardId-000000000000 and shardId-000000000002 in stream s under account 000000000000 are not an adjacent pair of shards eligible for merging".into()
         )
     );
     state
         .apply(&Command::MergeShards {
             name: "s".into(),
-            shard: 1,
-            adjacent: 0,
+            shard: 0,
+            adjacent: 1,
             ending: [(0, None), (1, Some(3))].into(),
             now_ms: 3,
         })
         .unwrap();
     let stream = &state.streams["s"];
     let merged = stream.shards.last().unwrap();
-    assert_eq!((merged.parent, merged.adjacent_parent), (Some(1), Some(0)));
+    assert_eq!((merged.parent, merged.adjacent_parent), (Some(0), Some(1)));
     assert_eq!(merged.start_hash, 0);
     assert_eq!(stream.open_shards().count(), 2);
 }
