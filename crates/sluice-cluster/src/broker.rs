@@ -625,7 +625,7 @@ impl Broker {
                         for (i, (position, _)) in batch.into_iter().enumerate() {
                             results[position] = Some(Ok(PutRecordOutput {
                                 shard: ShardId(shard),
-                                sequence: SequenceNumber::new(
+                                sequence: SequenceNumber::of_record(
                                     ShardId(shard),
                                     appended.first_offset + i as u64,
                                 ),
@@ -678,8 +678,27 @@ impl Broker {
             .filter(|id| stream.shard(*id).is_some())
             .ok_or_else(|| self.shard_not_found(name, shard_text))?;
         let log = self.shard_log(&stream, shard.0)?;
+        let offset = self.start_offset(name, shard, &log, start).await?;
+        Ok(ShardIterator {
+            issued_ms: self.now_ms(),
+            stream_created_ms: stream.created_ms,
+            shard: shard.0,
+            offset,
+            stream: name.to_owned(),
+        }
+        .encode())
+    }
+
+    /// The log offset a new iterator or subscription starts at.
+    async fn start_offset(
+        &self,
+        name: &str,
+        shard: ShardId,
+        log: &ShardLog,
+        start: IteratorStart,
+    ) -> Result<u64, BrokerError> {
         let account = &self.inner.config.identity.account;
-        let parse_sequence = |text: &str| -> Result<u64, BrokerError> {
+        let parse_sequence = |text: &str| -> Result<SequenceNumber, BrokerError> {
             let sequence = SequenceNumber::parse(text).map_err(|_| {
                 BrokerError::InvalidArgument(format!(
                     "StartingSequenceNumber {text} used in GetShardIterator on shard {shard} in stream {name} under account {account} is invalid."
@@ -691,23 +710,15 @@ impl Broker {
                     sequence.shard
                 )));
             }
-            Ok(sequence.offset)
+            Ok(sequence)
         };
-        let offset = match start {
+        Ok(match start {
             IteratorStart::TrimHorizon => log.first_offset(),
             IteratorStart::Latest => log.commit_point(),
-            IteratorStart::AtSequence(text) => parse_sequence(&text)?,
-            IteratorStart::AfterSequence(text) => parse_sequence(&text)?.saturating_add(1),
+            IteratorStart::AtSequence(text) => parse_sequence(&text)?.record_offset().unwrap_or(0),
+            IteratorStart::AfterSequence(text) => parse_sequence(&text)?.next_offset(),
             IteratorStart::AtTimestampMs(ms) => log.offset_at_timestamp(ms).await?,
-        };
-        Ok(ShardIterator {
-            issued_ms: self.now_ms(),
-            stream_created_ms: stream.created_ms,
-            shard: shard.0,
-            offset,
-            stream: name.to_owned(),
-        }
-        .encode())
+        })
     }
 
     pub async fn get_records(

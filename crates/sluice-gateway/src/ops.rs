@@ -584,12 +584,16 @@ fn shard_value(shard: &Shard) -> Value {
             obj(vec![
                 (
                     "StartingSequenceNumber",
-                    s(SequenceNumber::new(id, 0).to_string()),
+                    s(SequenceNumber::shard_start(id).to_string()),
                 ),
                 (
                     "EndingSequenceNumber",
                     opt(shard.closed, |ending| {
-                        s(SequenceNumber::new(id, ending.unwrap_or(0)).to_string())
+                        s(ending
+                            .map_or(SequenceNumber::shard_start(id), |last| {
+                                SequenceNumber::of_record(id, last)
+                            })
+                            .to_string())
                     }),
                 ),
             ]),
@@ -1287,7 +1291,7 @@ async fn get_records(broker: &Broker, input: &Value) -> Result<Value, ApiError> 
             obj(vec![
                 (
                     "SequenceNumber",
-                    s(SequenceNumber::new(out.shard, r.offset).to_string()),
+                    s(SequenceNumber::of_record(out.shard, r.offset).to_string()),
                 ),
                 ("ApproximateArrivalTimestamp", ts(r.arrival_ms)),
                 ("Data", Value::Bytes(r.data.to_vec())),

@@ -1,8 +1,10 @@
 //! Sequence numbers: 56-digit decimal strings that encode the shard and its log position.
 //!
 //! Layout of the number after the leading `49`: a 54-digit zero-padded decimal rendering of
-//! `shard_index << 64 | offset`, where `offset` is the record's index in the shard log.
-//! Numbers therefore strictly increase within a shard, and a child shard (higher index) always
+//! `shard_index << 64 | position`, where `position` is the record's offset in the shard log
+//! plus one. Position 0 is the shard's starting sequence number, which sorts before every
+//! record of the shard (as AWS's does), so `AFTER_SEQUENCE_NUMBER` of it starts at the first
+//! record. Numbers strictly increase within a shard, and a child shard (higher index) always
 //! sorts after its parents, which keeps per-key ordering across resharding. Clients compare
 //! them as big integers, as they do with AWS's.
 
@@ -16,12 +18,33 @@ const BODY_DIGITS: usize = 54;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SequenceNumber {
     pub shard: ShardId,
-    pub offset: u64,
+    /// Log offset + 1; 0 is the shard's starting sequence number.
+    pub position: u64,
 }
 
 impl SequenceNumber {
-    pub fn new(shard: ShardId, offset: u64) -> Self {
-        SequenceNumber { shard, offset }
+    pub fn new(shard: ShardId, position: u64) -> Self {
+        SequenceNumber { shard, position }
+    }
+
+    /// The sequence number of the record at `offset` in the shard's log.
+    pub fn of_record(shard: ShardId, offset: u64) -> Self {
+        SequenceNumber::new(shard, offset.saturating_add(1))
+    }
+
+    /// The shard's StartingSequenceNumber: before every record of the shard.
+    pub fn shard_start(shard: ShardId) -> Self {
+        SequenceNumber::new(shard, 0)
+    }
+
+    /// The log offset of the record this number names (`None` for the shard start).
+    pub fn record_offset(&self) -> Option<u64> {
+        self.position.checked_sub(1)
+    }
+
+    /// The log offset of the first record after this number.
+    pub fn next_offset(&self) -> u64 {
+        self.position
     }
 
     /// Parses a sequence number this broker issued. Any other decimal string is an error.
@@ -34,14 +57,14 @@ impl SequenceNumber {
         let shard = u32::try_from(value >> 64).map_err(|_| TypeError::SequenceNumber)?;
         Ok(SequenceNumber {
             shard: ShardId(shard),
-            offset: value as u64,
+            position: value as u64,
         })
     }
 }
 
 impl fmt::Display for SequenceNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let value = (u128::from(self.shard.0) << 64) | u128::from(self.offset);
+        let value = (u128::from(self.shard.0) << 64) | u128::from(self.position);
         write!(f, "{PREFIX}{value:054}")
     }
 }
