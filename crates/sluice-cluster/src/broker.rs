@@ -115,6 +115,11 @@ struct Inner {
     shards: RwLock<HashMap<ShardKey, Arc<ShardLog>>>,
     cancel: CancellationToken,
     tasks: TaskTracker,
+    subscriptions: subscribe::Registry,
+    /// Bumped after every committed control command, for waiters on metadata.
+    meta_changes: tokio::sync::watch::Sender<u64>,
+    /// Held while a shard log is being opened.
+    opening: tokio::sync::Mutex<()>,
 }
 
 /// The single entry point of both front ends.
@@ -139,6 +144,9 @@ impl Broker {
                 shards: RwLock::new(HashMap::new()),
                 cancel: CancellationToken::new(),
                 tasks: TaskTracker::new(),
+                subscriptions: subscribe::Registry::default(),
+                meta_changes: tokio::sync::watch::channel(0).0,
+                opening: tokio::sync::Mutex::new(()),
             }),
         };
         let streams: Vec<Stream> = broker
@@ -197,6 +205,7 @@ impl Broker {
     async fn propose(&self, command: Command) -> Result<(), BrokerError> {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || inner.meta.propose(&command)).await??;
+        self.inner.meta_changes.send_modify(|version| *version += 1);
         Ok(())
     }
 
@@ -388,7 +397,7 @@ impl Broker {
         let mut ending = EndingOffsets::new();
         let mut closed = Vec::new();
         for shard in closing {
-            let log = self.shard_log(stream, *shard)?;
+            let log = self.open_shard_log(stream, *shard).await?;
             let log_for_close = Arc::clone(&log);
             let last =
                 tokio::task::spawn_blocking(move || log_for_close.close_blocking()).await??;
@@ -430,7 +439,7 @@ impl Broker {
                     self.open_shard_log(stream, shard.id).await?;
                     if let Some(ending) = shard.closed {
                         // A close survives restarts: the metadata says so.
-                        let log = self.shard_log(stream, shard.id)?;
+                        let log = self.hosted_shard_log(stream, shard.id)?;
                         let _ = ending;
                         let log_for_close = Arc::clone(&log);
                         tokio::task::spawn_blocking(move || log_for_close.close_blocking())
@@ -483,12 +492,20 @@ impl Broker {
             .join(format!("{}.{}", stream.name, stream.created_ms))
     }
 
+    /// The shard's log, opened (and recovered) on first use: children of a split are
+    /// writable as soon as the split is committed.
     async fn open_shard_log(
         &self,
         stream: &Stream,
         shard: u32,
     ) -> Result<Arc<ShardLog>, BrokerError> {
         let key = (stream.name.clone(), stream.created_ms, shard);
+        if let Some(log) = self.inner.shards.read().get(&key) {
+            return Ok(Arc::clone(log));
+        }
+        // Two instances on one directory would corrupt it: opens are serialized and the
+        // map is checked again under the lock.
+        let _opening = self.inner.opening.lock().await;
         if let Some(log) = self.inner.shards.read().get(&key) {
             return Ok(Arc::clone(log));
         }
@@ -507,11 +524,12 @@ impl Broker {
             ShardLog::open(&dir, config, &tasks, cancel, &runtime, span)
         })
         .await??;
-        let mut shards = self.inner.shards.write();
-        Ok(Arc::clone(shards.entry(key).or_insert(opened)))
+        self.inner.shards.write().insert(key, Arc::clone(&opened));
+        Ok(opened)
     }
 
-    fn shard_log(&self, stream: &Stream, shard: u32) -> Result<Arc<ShardLog>, BrokerError> {
+    /// A shard log this node has already opened.
+    fn hosted_shard_log(&self, stream: &Stream, shard: u32) -> Result<Arc<ShardLog>, BrokerError> {
         self.inner
             .shards
             .read()
@@ -548,7 +566,7 @@ impl Broker {
         for stream in streams {
             let cutoff = now.saturating_sub(u64::from(stream.retention_hours) * 3_600_000);
             for shard in &stream.shards {
-                let Ok(log) = self.shard_log(&stream, shard.id) else {
+                let Ok(log) = self.hosted_shard_log(&stream, shard.id) else {
                     continue;
                 };
                 dropped +=
@@ -608,7 +626,7 @@ impl Broker {
             let now = self.now_ms();
             let mut appends = tokio::task::JoinSet::new();
             for (shard, batch) in batches {
-                let log = self.shard_log(&stream, shard)?;
+                let log = self.open_shard_log(&stream, shard).await?;
                 appends.spawn(async move {
                     let data: Vec<(String, Bytes)> = batch
                         .iter()
@@ -677,7 +695,7 @@ impl Broker {
             .ok()
             .filter(|id| stream.shard(*id).is_some())
             .ok_or_else(|| self.shard_not_found(name, shard_text))?;
-        let log = self.shard_log(&stream, shard.0)?;
+        let log = self.open_shard_log(&stream, shard.0).await?;
         let offset = self.start_offset(name, shard, &log, start).await?;
         Ok(ShardIterator {
             issued_ms: self.now_ms(),
@@ -744,7 +762,7 @@ impl Broker {
         let shard = stream
             .shard(shard_id)
             .ok_or_else(|| self.shard_not_found(&position.stream, &shard_id.to_string()))?;
-        let log = self.shard_log(&stream, shard_id.0)?;
+        let log = self.open_shard_log(&stream, shard_id.0).await?;
         let records = log
             .read(position.offset, limit, MAX_GET_RECORDS_BYTES)
             .await?;
@@ -827,6 +845,10 @@ fn format_time(ms: u64) -> String {
         MONTHS[(month - 1) as usize]
     )
 }
+
+mod subscribe;
+
+pub use subscribe::{Subscription, SubscriptionEvent};
 
 #[cfg(test)]
 mod tests;

@@ -130,6 +130,11 @@ impl ShardLog {
         self.shared.writer.lock().closed = false;
     }
 
+    /// Watches the commit point, to push records as soon as they are durable.
+    pub fn watch_commit_point(&self) -> watch::Receiver<u64> {
+        self.shared.committed.subscribe()
+    }
+
     pub fn commit_point(&self) -> u64 {
         *self.shared.committed.borrow()
     }

@@ -176,3 +176,125 @@ fn expiry_times_print_like_java_dates() {
         "Tue Mar 12 21:39:46 UTC 2024"
     );
 }
+
+async fn active_consumer(broker: &Broker, stream: &str, name: &str) -> String {
+    broker.register_consumer(stream, name).await.unwrap();
+    for _ in 0..1000 {
+        let found = broker
+            .stream(stream)
+            .unwrap()
+            .consumers
+            .into_iter()
+            .find(|c| c.name == name);
+        if let Some(consumer) = found.filter(|c| c.status == sluice_meta::ConsumerStatus::Active) {
+            return sluice_types::consumer_arn(
+                &broker.stream_arn(stream),
+                name,
+                consumer.created_ms / 1000,
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("consumer {name} never became active");
+}
+
+async fn next_event(subscription: &mut Subscription) -> SubscriptionEvent {
+    tokio::time::timeout(Duration::from_secs(10), subscription.next())
+        .await
+        .expect("an event within 10 s")
+        .expect("subscription still open")
+        .expect("no error event")
+}
+
+#[tokio::test]
+async fn subscriptions_push_committed_records_then_child_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clock, reader) = ManualClock::new(1_700_000_000_000);
+    let broker = broker_in(dir.path(), reader, 64 << 20).await;
+    active_stream(&broker, "s", 1).await;
+    let consumer = active_consumer(&broker, "s", "app").await;
+    broker
+        .put_records("s", vec![record("a", b"before")])
+        .await
+        .unwrap();
+
+    let mut subscription = broker
+        .subscribe_to_shard(
+            &consumer,
+            "shardId-000000000000",
+            IteratorStart::TrimHorizon,
+        )
+        .await
+        .unwrap();
+    let first = next_event(&mut subscription).await;
+    assert_eq!(first.records.len(), 1);
+    assert_eq!(&first.records[0].data[..], b"before");
+    assert_eq!(
+        first.continuation,
+        Some(SequenceNumber::of_record(ShardId(0), 0))
+    );
+
+    // A record put now is pushed without polling.
+    broker
+        .put_records("s", vec![record("b", b"pushed")])
+        .await
+        .unwrap();
+    let second = next_event(&mut subscription).await;
+    assert_eq!(&second.records[0].data[..], b"pushed");
+
+    // A second subscription within five seconds is refused.
+    let refused = broker
+        .subscribe_to_shard(&consumer, "shardId-000000000000", IteratorStart::Latest)
+        .await
+        .err()
+        .expect("second subscription refused");
+    assert!(matches!(refused, BrokerError::InUse(_)), "{refused:?}");
+
+    // After a split the parent's subscription ends with its children and no continuation.
+    broker
+        .split_shard("s", ShardId(0), &(u128::MAX / 2).to_string())
+        .await
+        .unwrap();
+    let last = next_event(&mut subscription).await;
+    assert!(last.records.is_empty());
+    assert_eq!(last.continuation, None);
+    let children: Vec<ShardId> = last.child_shards.unwrap().iter().map(|c| c.shard).collect();
+    assert_eq!(children, [ShardId(1), ShardId(2)]);
+    assert!(
+        subscription.next().await.is_none(),
+        "the subscription is over"
+    );
+
+    // Five seconds later a new subscription takes over an old one.
+    let mut old = broker
+        .subscribe_to_shard(
+            &consumer,
+            "shardId-000000000001",
+            IteratorStart::TrimHorizon,
+        )
+        .await
+        .unwrap();
+    clock.advance(5_000);
+    let _new = broker
+        .subscribe_to_shard(
+            &consumer,
+            "shardId-000000000001",
+            IteratorStart::TrimHorizon,
+        )
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match old.next().await {
+                Some(Ok(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(ended, Some(Err(BrokerError::InUse(_)))),
+        "{ended:?}"
+    );
+}
