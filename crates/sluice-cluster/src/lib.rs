@@ -14,7 +14,7 @@ mod shard;
 
 pub use broker::{
     Broker, BrokerConfig, ChildShard, Clock, GetRecordsOutput, IteratorStart, PutRecordFailure,
-    PutRecordInput, PutRecordOutput, system_clock,
+    PutRecordInput, PutRecordOutput, Subscription, SubscriptionEvent, system_clock,
 };
 pub use error::BrokerError;
 pub use record::StoredRecord;
