@@ -10,7 +10,7 @@ DATA=$(mktemp -d)
 KINESIS_PORT=${BENCH_KINESIS_PORT:-4599}
 GRPC_PORT=${BENCH_GRPC_PORT:-50099}
 "$BIN" server --data-dir "$DATA" --kinesis-addr "127.0.0.1:$KINESIS_PORT" \
-    --grpc-addr "127.0.0.1:$GRPC_PORT" --log-level warn &
+    --grpc-addr "127.0.0.1:$GRPC_PORT" --log-level warn --throughput-limits false &
 NODE=$!
 trap 'kill $NODE 2>/dev/null || true; wait $NODE 2>/dev/null || true; rm -rf "$DATA"' EXIT
 

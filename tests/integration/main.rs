@@ -3,10 +3,12 @@
 
 mod durability;
 mod errors;
+mod fanout;
 mod protocol;
 mod records;
 mod resharding;
 mod streams;
+mod throttling;
 
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;

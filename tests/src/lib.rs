@@ -29,6 +29,8 @@ pub struct Node {
 pub struct NodeOptions {
     pub fsync: bool,
     pub shard_limit: Option<u32>,
+    /// AWS's per-shard throughput limits; off unless a test is about them.
+    pub throughput_limits: bool,
 }
 
 impl Node {
@@ -59,6 +61,7 @@ impl Node {
             grpc_addr: Some(grpc_addr.to_string()),
             fsync: Some(options.fsync),
             shard_limit: options.shard_limit,
+            throughput_limits: Some(options.throughput_limits),
             ..sluice_server::RawConfig::default()
         };
         let config = sluice_server::Config::from_raw(raw).expect("valid config");
@@ -126,6 +129,8 @@ pub fn client_for(endpoint: &str) -> aws_sdk_kinesis::Client {
         ))
         .endpoint_url(endpoint)
         .http_client(http_client)
+        // Tests see every answer as the server gave it, throttling included.
+        .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
         .build();
     aws_sdk_kinesis::Client::from_conf(config)
 }
@@ -310,6 +315,8 @@ impl ProcessNode {
                 &grpc,
                 "--fsync",
                 "true",
+                "--throughput-limits",
+                "false",
             ])
             .env("SLUICE_LOG_LEVEL", "warn")
             .stdout(Stdio::null())

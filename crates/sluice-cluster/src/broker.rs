@@ -6,6 +6,7 @@ use crate::error::BrokerError;
 use crate::iterator::ShardIterator;
 use crate::record::StoredRecord;
 use crate::shard::{AppendError, ShardLog};
+use crate::throttle::{ShardLimits, ShardLimitsConfig, rate_exceeded_message};
 use bytes::Bytes;
 use parking_lot::RwLock;
 use sluice_meta::{
@@ -43,6 +44,8 @@ pub struct BrokerConfig {
     pub segment_bytes: u64,
     pub retention_check_interval: Duration,
     pub clock: Clock,
+    /// Per-shard throughput limits of provisioned streams (AWS's values by default).
+    pub shard_limits: ShardLimitsConfig,
 }
 
 impl BrokerConfig {
@@ -54,6 +57,7 @@ impl BrokerConfig {
             segment_bytes: 64 << 20,
             retention_check_interval: Duration::from_secs(60),
             clock: system_clock(),
+            shard_limits: ShardLimitsConfig::default(),
         }
     }
 }
@@ -520,8 +524,9 @@ impl Broker {
         let runtime = tokio::runtime::Handle::current();
         let span =
             tracing::info_span!("shard.writer", stream = %stream.name, shard = %ShardId(shard));
+        let limits = ShardLimits::new(&self.inner.config.shard_limits, self.now_ms());
         let opened = tokio::task::spawn_blocking(move || {
-            ShardLog::open(&dir, config, &tasks, cancel, &runtime, span)
+            ShardLog::open(&dir, config, &tasks, cancel, &runtime, span, limits)
         })
         .await??;
         self.inner.shards.write().insert(key, Arc::clone(&opened));
@@ -627,6 +632,35 @@ impl Broker {
             let mut appends = tokio::task::JoinSet::new();
             for (shard, batch) in batches {
                 let log = self.open_shard_log(&stream, shard).await?;
+                let sizes: Vec<u64> = batch
+                    .iter()
+                    .map(|(_, r)| (r.partition_key.len() + r.data.len()) as u64)
+                    .collect();
+                // On-demand streams scale instead of throttling.
+                let admitted = if stream.mode == StreamMode::Provisioned {
+                    log.admit_writes(&sizes, now)
+                } else {
+                    vec![true; sizes.len()]
+                };
+                let (batch, throttled): (Vec<_>, Vec<_>) = batch
+                    .into_iter()
+                    .zip(admitted)
+                    .partition(|(_, admitted)| *admitted);
+                for ((position, _), _) in throttled {
+                    results[position] = Some(Err(PutRecordFailure {
+                        code: "ProvisionedThroughputExceededException",
+                        message: rate_exceeded_message(
+                            &ShardId(shard).to_string(),
+                            name,
+                            &self.inner.config.identity.account,
+                        ),
+                    }));
+                }
+                let batch: Vec<(usize, PutRecordInput)> =
+                    batch.into_iter().map(|(entry, _)| entry).collect();
+                if batch.is_empty() {
+                    continue;
+                }
                 appends.spawn(async move {
                     let data: Vec<(String, Bytes)> = batch
                         .iter()
@@ -763,9 +797,24 @@ impl Broker {
             .shard(shard_id)
             .ok_or_else(|| self.shard_not_found(&position.stream, &shard_id.to_string()))?;
         let log = self.open_shard_log(&stream, shard_id.0).await?;
+        let limited = stream.mode == StreamMode::Provisioned;
+        if limited && !log.admit_read_call(now) {
+            return Err(BrokerError::ThroughputExceeded(rate_exceeded_message(
+                &shard_id.to_string(),
+                &position.stream,
+                &self.inner.config.identity.account,
+            )));
+        }
         let records = log
             .read(position.offset, limit, MAX_GET_RECORDS_BYTES)
             .await?;
+        let read_bytes: usize = records
+            .iter()
+            .map(|r| r.data.len() + r.partition_key.len())
+            .sum();
+        if limited {
+            log.charge_read_bytes(read_bytes as u64, now);
+        }
         let next_offset = records
             .last()
             .map_or(position.offset.max(log.first_offset()), |r| r.offset + 1);

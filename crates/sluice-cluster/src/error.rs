@@ -18,6 +18,8 @@ pub enum BrokerError {
     Validation(String),
     #[error("{0}")]
     ExpiredIterator(String),
+    #[error("{0}")]
+    ThroughputExceeded(String),
     #[error("shard storage")]
     Storage(#[from] StorageError),
     #[error("shard storage")]

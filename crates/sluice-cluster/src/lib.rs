@@ -11,6 +11,7 @@ mod error;
 mod iterator;
 mod record;
 mod shard;
+pub mod throttle;
 
 pub use broker::{
     Broker, BrokerConfig, ChildShard, Clock, GetRecordsOutput, IteratorStart, PutRecordFailure,

@@ -3,6 +3,7 @@
 
 use crate::error::BrokerError;
 use crate::record::{self, StoredRecord};
+use crate::throttle::ShardLimits;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use sluice_storage::{EntryRef, Log, LogConfig};
@@ -49,6 +50,8 @@ const QUEUE_DEPTH: usize = 4096;
 pub(crate) struct ShardLog {
     shared: Arc<Shared>,
     queue: mpsc::Sender<PendingAppend>,
+    /// Provisioned-mode throughput limits of this shard.
+    limits: Mutex<ShardLimits>,
 }
 
 /// The first offset given to one append; its records have consecutive offsets.
@@ -66,6 +69,7 @@ impl ShardLog {
         cancel: CancellationToken,
         runtime: &tokio::runtime::Handle,
         span: tracing::Span,
+        limits: ShardLimits,
     ) -> Result<Arc<ShardLog>, BrokerError> {
         let log = Log::open(dir, config)?;
         let report = log.recovery_report();
@@ -87,7 +91,11 @@ impl ShardLog {
             run_writer(Arc::clone(&shared), receiver, cancel).instrument(span),
             runtime,
         );
-        Ok(Arc::new(ShardLog { shared, queue }))
+        Ok(Arc::new(ShardLog {
+            shared,
+            queue,
+            limits: Mutex::new(limits),
+        }))
     }
 
     /// Appends records and returns once they are durable. Concurrent appends to one shard
@@ -128,6 +136,21 @@ impl ShardLog {
     /// Reopens a shard whose close was not committed.
     pub fn reopen(&self) {
         self.shared.writer.lock().closed = false;
+    }
+
+    /// Which of these record sizes fit the shard's write budget now (in order).
+    pub fn admit_writes(&self, sizes: &[u64], now_ms: u64) -> Vec<bool> {
+        self.limits.lock().admit_writes(sizes, now_ms)
+    }
+
+    /// Whether a GetRecords call fits the shard's read budget now.
+    pub fn admit_read_call(&self, now_ms: u64) -> bool {
+        self.limits.lock().admit_read_call(now_ms)
+    }
+
+    /// Charges bytes a GetRecords call returned.
+    pub fn charge_read_bytes(&self, bytes: u64, now_ms: u64) {
+        self.limits.lock().charge_read_bytes(bytes, now_ms);
     }
 
     /// Watches the commit point, to push records as soon as they are durable.

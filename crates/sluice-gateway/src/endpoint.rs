@@ -3,6 +3,7 @@
 
 use crate::error::{ApiError, ErrorKind};
 use crate::ops::{self, Operation};
+use crate::subscribe;
 use crate::validate;
 use crate::value::{self, Value};
 use axum::Router;
@@ -19,7 +20,7 @@ const TARGET_PREFIX: &str = "Kinesis_20131202.";
 const MAX_BODY_BYTES: usize = 32 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encoding {
+pub(crate) enum Encoding {
     Json,
     Cbor,
 }
@@ -97,12 +98,24 @@ async fn handle(
             _ => Err(ApiError::new(ErrorKind::UnknownOperation, "")),
         };
         match result {
-            Ok(output) => respond(
+            Ok(Reply::Value(output)) => respond(
                 StatusCode::OK,
                 encoding,
                 &request_id,
                 encode(encoding, &output),
             ),
+            Ok(Reply::EventStream(body)) => {
+                let mut response = Response::new(body);
+                let headers = response.headers_mut();
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/vnd.amazon.eventstream"),
+                );
+                if let Ok(id) = HeaderValue::from_str(&request_id) {
+                    headers.insert("x-amzn-requestid", id);
+                }
+                response
+            }
             Err(error) => {
                 if error.kind == ErrorKind::InternalFailure {
                     tracing::error!(error = %error, "request failed");
@@ -128,12 +141,18 @@ async fn handle(
     .await
 }
 
+/// What an operation answers: one body, or an event stream (SubscribeToShard).
+enum Reply {
+    Value(Value),
+    EventStream(Body),
+}
+
 async fn dispatch(
     broker: &Broker,
     operation: Operation,
     encoding: Encoding,
     body: &[u8],
-) -> Result<Value, ApiError> {
+) -> Result<Reply, ApiError> {
     let mut input = match encoding {
         Encoding::Json => value::decode_json(body)?,
         Encoding::Cbor => value::decode_cbor(body)?,
@@ -142,7 +161,13 @@ async fn dispatch(
     if let Some(Value::Str(stream)) = input.get("StreamName") {
         tracing::Span::current().record("stream", stream.as_str());
     }
-    ops::handle(broker, operation, &input).await
+    if operation == Operation::SubscribeToShard {
+        let stream = subscribe::subscribe_to_shard(broker, &input, encoding).await?;
+        return Ok(Reply::EventStream(stream));
+    }
+    ops::handle(broker, operation, &input)
+        .await
+        .map(Reply::Value)
 }
 
 fn encode(encoding: Encoding, value: &Value) -> Vec<u8> {

@@ -7,8 +7,10 @@
 
 mod endpoint;
 pub mod error;
+pub mod eventstream;
 pub mod model;
 mod ops;
+mod subscribe;
 pub mod validate;
 pub mod value;
 

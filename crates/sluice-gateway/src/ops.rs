@@ -44,6 +44,7 @@ pub enum Operation {
     RegisterStreamConsumer,
     RemoveTagsFromStream,
     SplitShard,
+    SubscribeToShard,
     TagResource,
     UntagResource,
     UpdateShardCount,
@@ -51,7 +52,7 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 29] = [
+    pub const ALL: [Operation; 30] = [
         Operation::AddTagsToStream,
         Operation::CreateStream,
         Operation::DecreaseStreamRetentionPeriod,
@@ -77,6 +78,7 @@ impl Operation {
         Operation::RegisterStreamConsumer,
         Operation::RemoveTagsFromStream,
         Operation::SplitShard,
+        Operation::SubscribeToShard,
         Operation::TagResource,
         Operation::UntagResource,
         Operation::UpdateShardCount,
@@ -110,6 +112,7 @@ impl Operation {
             Operation::RegisterStreamConsumer => "RegisterStreamConsumer",
             Operation::RemoveTagsFromStream => "RemoveTagsFromStream",
             Operation::SplitShard => "SplitShard",
+            Operation::SubscribeToShard => "SubscribeToShard",
             Operation::TagResource => "TagResource",
             Operation::UntagResource => "UntagResource",
             Operation::UpdateShardCount => "UpdateShardCount",
@@ -131,6 +134,9 @@ impl From<BrokerError> for ApiError {
             BrokerError::LimitExceeded(m) => ApiError::new(ErrorKind::LimitExceeded, m),
             BrokerError::Validation(m) => ApiError::new(ErrorKind::Validation, m),
             BrokerError::ExpiredIterator(m) => ApiError::new(ErrorKind::ExpiredIterator, m),
+            BrokerError::ThroughputExceeded(m) => {
+                ApiError::new(ErrorKind::ProvisionedThroughputExceeded, m)
+            }
             internal => {
                 tracing::error!(error = %internal, source = ?std::error::Error::source(&internal), "internal failure");
                 ApiError::new(ErrorKind::InternalFailure, "Internal service failure.")
@@ -141,14 +147,14 @@ impl From<BrokerError> for ApiError {
 
 // ----- reading members ---------------------------------------------------------------
 
-fn member<'a>(input: &'a Value, key: &str) -> Option<&'a Value> {
+pub(crate) fn member<'a>(input: &'a Value, key: &str) -> Option<&'a Value> {
     match input.get(key) {
         Some(Value::Null) | None => None,
         Some(value) => Some(value),
     }
 }
 
-fn opt_str<'a>(input: &'a Value, key: &str) -> Option<&'a str> {
+pub(crate) fn opt_str<'a>(input: &'a Value, key: &str) -> Option<&'a str> {
     match member(input, key) {
         Some(Value::Str(s)) => Some(s.as_str()),
         _ => None,
@@ -170,7 +176,7 @@ fn opt_bool(input: &Value, key: &str) -> Option<bool> {
     }
 }
 
-fn opt_timestamp_ms(input: &Value, key: &str) -> Option<f64> {
+pub(crate) fn opt_timestamp_ms(input: &Value, key: &str) -> Option<f64> {
     match member(input, key) {
         Some(Value::Timestamp(seconds)) => Some(seconds * 1000.0),
         Some(Value::Int(i)) => Some(*i as f64 * 1000.0),
@@ -350,6 +356,11 @@ pub async fn handle(
         Operation::PutRecords => put_records(broker, input).await,
         Operation::GetShardIterator => get_shard_iterator(broker, input).await,
         Operation::GetRecords => get_records(broker, input).await,
+        // Answered as an event stream by the endpoint, never through here.
+        Operation::SubscribeToShard => Err(ApiError::new(
+            ErrorKind::InternalFailure,
+            "Internal service failure.",
+        )),
         Operation::SplitShard => {
             let name = stream_name(input)?;
             let shard = shard_arg(broker, &name, opt_str(input, "ShardToSplit").unwrap_or(""))?;
@@ -1287,47 +1298,53 @@ async fn get_records(broker: &Broker, input: &Value) -> Result<Value, ApiError> 
     let records = out
         .records
         .iter()
-        .map(|r| {
-            obj(vec![
-                (
-                    "SequenceNumber",
-                    s(SequenceNumber::of_record(out.shard, r.offset).to_string()),
-                ),
-                ("ApproximateArrivalTimestamp", ts(r.arrival_ms)),
-                ("Data", Value::Bytes(r.data.to_vec())),
-                ("PartitionKey", s(&r.partition_key)),
-            ])
-        })
+        .map(|r| record_value(out.shard, r))
         .collect();
-    let children = out.child_shards.map(|children| {
-        Value::List(
-            children
-                .into_iter()
-                .map(|c| {
-                    obj(vec![
-                        ("ShardId", s(c.shard.to_string())),
-                        (
-                            "ParentShards",
-                            Value::List(c.parents.iter().map(|p| s(p.to_string())).collect()),
-                        ),
-                        (
-                            "HashKeyRange",
-                            obj(vec![
-                                ("StartingHashKey", s(c.start_hash.to_string())),
-                                ("EndingHashKey", s(c.end_hash.to_string())),
-                            ]),
-                        ),
-                    ])
-                })
-                .collect(),
-        )
-    });
+    let children = out.child_shards.as_deref().map(child_shards_value);
     Ok(obj(vec![
         ("Records", Value::List(records)),
         ("NextShardIterator", opt(out.next_iterator, s)),
         ("MillisBehindLatest", int(out.millis_behind_latest as i64)),
         ("ChildShards", children.unwrap_or(Value::Null)),
     ]))
+}
+
+/// One record as GetRecords and SubscribeToShard events carry it.
+pub(crate) fn record_value(shard: ShardId, record: &sluice_cluster::StoredRecord) -> Value {
+    obj(vec![
+        (
+            "SequenceNumber",
+            s(SequenceNumber::of_record(shard, record.offset).to_string()),
+        ),
+        ("ApproximateArrivalTimestamp", ts(record.arrival_ms)),
+        ("Data", Value::Bytes(record.data.to_vec())),
+        ("PartitionKey", s(&record.partition_key)),
+    ])
+}
+
+/// The `ChildShards` member at the end of a closed shard.
+pub(crate) fn child_shards_value(children: &[sluice_cluster::ChildShard]) -> Value {
+    Value::List(
+        children
+            .iter()
+            .map(|c| {
+                obj(vec![
+                    ("ShardId", s(c.shard.to_string())),
+                    (
+                        "ParentShards",
+                        Value::List(c.parents.iter().map(|p| s(p.to_string())).collect()),
+                    ),
+                    (
+                        "HashKeyRange",
+                        obj(vec![
+                            ("StartingHashKey", s(c.start_hash.to_string())),
+                            ("EndingHashKey", s(c.end_hash.to_string())),
+                        ]),
+                    ),
+                ])
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]

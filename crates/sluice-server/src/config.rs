@@ -46,6 +46,7 @@ pub struct RawConfig {
     pub segment_bytes: Option<u64>,
     pub retention_check_secs: Option<u64>,
     pub shard_limit: Option<u32>,
+    pub throughput_limits: Option<bool>,
     pub log_level: Option<String>,
     pub log_format: Option<String>,
 }
@@ -63,6 +64,7 @@ impl RawConfig {
             segment_bytes: self.segment_bytes.or(lower.segment_bytes),
             retention_check_secs: self.retention_check_secs.or(lower.retention_check_secs),
             shard_limit: self.shard_limit.or(lower.shard_limit),
+            throughput_limits: self.throughput_limits.or(lower.throughput_limits),
             log_level: self.log_level.or(lower.log_level),
             log_format: self.log_format.or(lower.log_format),
         }
@@ -79,6 +81,7 @@ impl RawConfig {
             segment_bytes: Some(64 << 20),
             retention_check_secs: Some(60),
             shard_limit: Some(sluice_types::limits::DEFAULT_SHARD_LIMIT),
+            throughput_limits: Some(true),
             log_level: Some("info".into()),
             log_format: Some("text".into()),
         }
@@ -138,6 +141,7 @@ impl RawConfig {
                 get("SLUICE_RETENTION_CHECK_SECS"),
             )?,
             shard_limit: parse_num("SLUICE_SHARD_LIMIT", get("SLUICE_SHARD_LIMIT"))?,
+            throughput_limits: parse_bool("SLUICE_THROUGHPUT_LIMITS")?,
             log_level: get("SLUICE_LOG_LEVEL"),
             log_format: get("SLUICE_LOG_FORMAT"),
         })
@@ -162,6 +166,8 @@ pub struct Config {
     pub segment_bytes: u64,
     pub retention_check_interval: Duration,
     pub shard_limit: u32,
+    /// Enforce AWS's per-shard throughput limits on provisioned streams.
+    pub throughput_limits: bool,
     pub log_level: String,
     pub log_format: LogFormat,
 }
@@ -179,6 +185,7 @@ impl Config {
             segment_bytes,
             retention_check_secs,
             shard_limit,
+            throughput_limits,
             log_level,
             log_format,
         } = raw.over(RawConfig::defaults());
@@ -229,6 +236,7 @@ impl Config {
                 retention_check_secs.unwrap_or(60).max(1),
             ),
             shard_limit: shard_limit.unwrap_or(sluice_types::limits::DEFAULT_SHARD_LIMIT),
+            throughput_limits: throughput_limits.unwrap_or(true),
             log_level: log_level.unwrap_or_else(|| "info".into()),
             log_format,
         })

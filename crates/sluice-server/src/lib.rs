@@ -12,6 +12,7 @@ pub use config::{Config, ConfigError, LogFormat, RawConfig};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use sluice_cluster::throttle::ShardLimitsConfig;
 use sluice_cluster::{Broker, BrokerConfig, BrokerError, Identity};
 use std::future::Future;
 use std::time::Duration;
@@ -60,6 +61,11 @@ pub async fn serve(
         fsync: config.fsync,
         segment_bytes: config.segment_bytes,
         retention_check_interval: config.retention_check_interval,
+        shard_limits: if config.throughput_limits {
+            ShardLimitsConfig::default()
+        } else {
+            ShardLimitsConfig::disabled()
+        },
         ..BrokerConfig::new(&config.data_dir)
     })
     .await?;
@@ -70,6 +76,7 @@ pub async fn serve(
         grpc = %grpc_addr,
         data_dir = %config.data_dir.display(),
         fsync = config.fsync,
+        throughput_limits = config.throughput_limits,
         "sluice node serving; authentication is off: any signature is accepted"
     );
 

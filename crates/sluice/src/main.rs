@@ -54,6 +54,9 @@ struct ServerArgs {
     /// Acknowledge writes only after fsync (default true).
     #[arg(long)]
     fsync: Option<bool>,
+    /// Enforce AWS's per-shard throughput limits on provisioned streams (default true).
+    #[arg(long)]
+    throughput_limits: Option<bool>,
     /// Log level filter, e.g. info or sluice=debug.
     #[arg(long)]
     log_level: Option<String>,
@@ -79,6 +82,7 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         region: args.region,
         account_id: args.account_id,
         fsync: args.fsync,
+        throughput_limits: args.throughput_limits,
         log_level: args.log_level,
         log_format: args.log_format,
         ..RawConfig::default()

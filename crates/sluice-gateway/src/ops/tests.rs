@@ -39,6 +39,7 @@ impl Fixture {
                 shard_limit,
                 ..Identity::default()
             },
+            shard_limits: sluice_cluster::throttle::ShardLimitsConfig::disabled(),
             ..BrokerConfig::new(dir.path())
         })
         .await
