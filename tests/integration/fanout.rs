@@ -118,10 +118,10 @@ async fn subscribe_to_shard_pushes_records_then_child_shards() {
             .expect("an event within 10 s")
             .expect("a well-formed event")
             .expect("the stream is open");
-        if let SubscribeToShardEventStream::SubscribeToShardEvent(event) = event {
-            if !event.child_shards().is_empty() {
-                break event.child_shards().to_vec();
-            }
+        if let SubscribeToShardEventStream::SubscribeToShardEvent(event) = event
+            && !event.child_shards().is_empty()
+        {
+            break event.child_shards().to_vec();
         }
     };
     let ids: Vec<_> = children.iter().map(|c| c.shard_id().to_owned()).collect();
