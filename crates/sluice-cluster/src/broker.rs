@@ -46,6 +46,8 @@ pub struct BrokerConfig {
     pub clock: Clock,
     /// Per-shard throughput limits of provisioned streams (AWS's values by default).
     pub shard_limits: ShardLimitsConfig,
+    /// How often the scaler looks at on-demand streams and scaling policies.
+    pub autoscale_interval: Duration,
 }
 
 impl BrokerConfig {
@@ -58,6 +60,7 @@ impl BrokerConfig {
             retention_check_interval: Duration::from_secs(60),
             clock: system_clock(),
             shard_limits: ShardLimitsConfig::default(),
+            autoscale_interval: Duration::from_secs(30),
         }
     }
 }
@@ -124,6 +127,7 @@ struct Inner {
     meta_changes: tokio::sync::watch::Sender<u64>,
     /// Held while a shard log is being opened.
     opening: tokio::sync::Mutex<()>,
+    scaler: parking_lot::Mutex<autoscale::ScalerState>,
 }
 
 /// The single entry point of both front ends.
@@ -151,6 +155,7 @@ impl Broker {
                 subscriptions: subscribe::Registry::default(),
                 meta_changes: tokio::sync::watch::channel(0).0,
                 opening: tokio::sync::Mutex::new(()),
+                scaler: parking_lot::Mutex::new(autoscale::ScalerState::default()),
             }),
         };
         let streams: Vec<Stream> = broker
@@ -161,6 +166,7 @@ impl Broker {
             broker.settle(&stream).await?;
         }
         broker.spawn_retention();
+        broker.spawn_autoscaler();
         Ok(broker)
     }
 
@@ -895,7 +901,10 @@ fn format_time(ms: u64) -> String {
     )
 }
 
+mod autoscale;
 mod subscribe;
+
+pub use autoscale::ScalingDecision;
 
 pub use subscribe::{Subscription, SubscriptionEvent};
 

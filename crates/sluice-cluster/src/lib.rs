@@ -15,10 +15,11 @@ pub mod throttle;
 
 pub use broker::{
     Broker, BrokerConfig, ChildShard, Clock, GetRecordsOutput, IteratorStart, PutRecordFailure,
-    PutRecordInput, PutRecordOutput, Subscription, SubscriptionEvent, system_clock,
+    PutRecordInput, PutRecordOutput, ScalingDecision, Subscription, SubscriptionEvent,
+    system_clock,
 };
 pub use error::BrokerError;
 pub use record::StoredRecord;
 pub use sluice_meta::{
-    Consumer, ConsumerStatus, Identity, Shard, Stream, StreamMode, StreamStatus,
+    Consumer, ConsumerStatus, Identity, ScalingPolicy, Shard, Stream, StreamMode, StreamStatus,
 };

@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 use sluice_storage::{EntryRef, Log, LogConfig};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -33,6 +34,9 @@ struct Shared {
     writer: Mutex<WriterState>,
     /// The exclusive commit point: every offset below it is durable.
     committed: watch::Sender<u64>,
+    /// Records and bytes committed since the log was opened (for scaling decisions).
+    written_records: AtomicU64,
+    written_bytes: AtomicU64,
 }
 
 /// One append waiting for the writer task.
@@ -85,6 +89,8 @@ impl ShardLog {
                 closed: false,
             }),
             committed: watch::channel(committed).0,
+            written_records: AtomicU64::new(0),
+            written_bytes: AtomicU64::new(0),
         });
         let (queue, receiver) = mpsc::channel(QUEUE_DEPTH);
         tasks.spawn_on(
@@ -151,6 +157,14 @@ impl ShardLog {
     /// Charges bytes a GetRecords call returned.
     pub fn charge_read_bytes(&self, bytes: u64, now_ms: u64) {
         self.limits.lock().charge_read_bytes(bytes, now_ms);
+    }
+
+    /// (records, bytes) committed since the log was opened.
+    pub fn written_totals(&self) -> (u64, u64) {
+        (
+            self.shared.written_records.load(Ordering::Relaxed),
+            self.shared.written_bytes.load(Ordering::Relaxed),
+        )
     }
 
     /// Watches the commit point, to push records as soon as they are durable.
@@ -318,6 +332,15 @@ impl Shared {
             range
         };
         self.log.sync(last).map_err(WriteFailure::Storage)?;
+        let bytes: usize = drained
+            .iter()
+            .flat_map(|p| &p.records)
+            .map(|(key, data)| key.len() + data.len())
+            .sum();
+        self.written_records
+            .fetch_add(last + 1 - first, Ordering::Relaxed);
+        self.written_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
         self.committed.send_if_modified(|point| {
             if *point <= last {
                 *point = last + 1;

@@ -1,7 +1,7 @@
 //! Control-plane commands. Each is one entry in the metadata log; applying the same sequence
 //! of commands to an empty state always yields the same state (time comes in the command).
 
-use crate::model::StreamMode;
+use crate::model::{ScalingPolicy, StreamMode};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -89,6 +89,11 @@ pub enum Command {
         name: String,
         consumer: String,
     },
+    /// Sets or clears a stream's automatic scaling policy.
+    SetScalingPolicy {
+        name: String,
+        policy: Option<ScalingPolicy>,
+    },
 }
 
 impl Command {
@@ -109,7 +114,8 @@ impl Command {
             | Command::UpdateStreamMode { name, .. }
             | Command::RegisterConsumer { name, .. }
             | Command::DeregisterConsumer { name, .. }
-            | Command::ForgetConsumer { name, .. } => name,
+            | Command::ForgetConsumer { name, .. }
+            | Command::SetScalingPolicy { name, .. } => name,
         }
     }
 }

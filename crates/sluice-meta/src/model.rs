@@ -111,6 +111,21 @@ pub struct Stream {
     /// Times (ms) of UpdateStreamMode calls, to enforce AWS's twice-per-24h rule.
     pub mode_changes_ms: Vec<u64>,
     pub max_record_size_kib: u32,
+    /// Automatic scaling for a provisioned stream (on-demand streams always scale).
+    #[serde(default)]
+    pub scaling_policy: Option<ScalingPolicy>,
+}
+
+/// When the scaler splits and merges a stream's shards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScalingPolicy {
+    /// Split a shard whose write utilisation (of 1 MiB/s or 1,000 records/s) reaches this
+    /// many percent; merge neighbours whose combined utilisation stays below half of it.
+    pub target_utilization_percent: u32,
+    pub min_shards: u32,
+    pub max_shards: u32,
+    /// No merge sooner than this after the stream's last scaling step.
+    pub cooldown_secs: u64,
 }
 
 impl Stream {

@@ -154,6 +154,7 @@ impl MetaState {
                     consumers: Vec::new(),
                     mode_changes_ms: Vec::new(),
                     max_record_size_kib: 1024,
+                    scaling_policy: None,
                 }))
             }
             Command::ActivateStream { name, created_ms } => {
@@ -426,6 +427,25 @@ impl MetaState {
                     return Err(self.consumer_not_found(name, consumer));
                 };
                 entry.status = ConsumerStatus::Deleting;
+                Ok(Change::Put(stream))
+            }
+            Command::SetScalingPolicy { name, policy } => {
+                let mut stream = self.existing(name)?.clone();
+                if let Some(policy) = policy {
+                    if policy.min_shards == 0 || policy.min_shards > policy.max_shards {
+                        return Err(CommandError::InvalidArgument(format!(
+                            "Scaling policy for stream {name} needs 1 <= min_shards <= max_shards, got {} and {}.",
+                            policy.min_shards, policy.max_shards
+                        )));
+                    }
+                    if !(1..=100).contains(&policy.target_utilization_percent) {
+                        return Err(CommandError::InvalidArgument(format!(
+                            "Scaling policy for stream {name} needs a target utilization between 1 and 100 percent, got {}.",
+                            policy.target_utilization_percent
+                        )));
+                    }
+                }
+                stream.scaling_policy = policy.clone();
                 Ok(Change::Put(stream))
             }
             Command::ForgetConsumer { name, consumer } => {

@@ -1,6 +1,7 @@
 //! Broker tests with a controlled clock: iterator expiry, retention, restart recovery.
 
 use super::*;
+use sluice_meta::ScalingPolicy;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 struct ManualClock(Arc<AtomicU64>);
@@ -297,4 +298,130 @@ async fn subscriptions_push_committed_records_then_child_shards() {
         matches!(ended, Some(Err(BrokerError::InUse(_)))),
         "{ended:?}"
     );
+}
+
+fn hashed_to(key: u128) -> impl Fn(usize) -> PutRecordInput {
+    move |i| PutRecordInput {
+        partition_key: format!("k{i}"),
+        explicit_hash_key: Some(key),
+        data: Bytes::from_static(&[7u8; 100]),
+    }
+}
+
+#[tokio::test]
+async fn on_demand_streams_grow_under_load_and_shrink_after_the_cooldown() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clock, reader) = ManualClock::new(1_700_000_000_000);
+    let broker = broker_in(dir.path(), reader, 64 << 20).await;
+    broker
+        .create_stream("od", 4, StreamMode::OnDemand, BTreeMap::new())
+        .await
+        .unwrap();
+    for _ in 0..1000 {
+        if broker
+            .stream("od")
+            .is_ok_and(|s| s.status == StreamStatus::Active)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(
+        broker.autoscale_pass().await.unwrap().is_empty(),
+        "the first pass only samples"
+    );
+
+    // 10 s of 900 records/s into shard 0 (90 % of its limit), nothing elsewhere.
+    let to_shard0 = hashed_to(1);
+    for batch in 0..18 {
+        let records = (0..500).map(|i| to_shard0(batch * 500 + i)).collect();
+        assert!(
+            broker
+                .put_records("od", records)
+                .await
+                .unwrap()
+                .iter()
+                .all(Result::is_ok)
+        );
+    }
+    clock.advance(10_000);
+    let decisions = broker.autoscale_pass().await.unwrap();
+    assert_eq!(
+        decisions,
+        [ScalingDecision::Split {
+            stream: "od".into(),
+            shard: ShardId(0),
+            utilization_percent: 90,
+        }]
+    );
+    let stream = broker.stream("od").unwrap();
+    assert_eq!(stream.open_shards().count(), 5);
+    assert_eq!(stream.status, StreamStatus::Active);
+
+    // Quiet, but within the cool-down: nothing merges.
+    clock.advance(60_000);
+    assert!(broker.autoscale_pass().await.unwrap().is_empty());
+    // Past the cool-down, one cold adjacent pair merges per pass, down to four shards.
+    clock.advance(autoscale::ON_DEMAND_COOLDOWN_SECS * 1000);
+    let decisions = broker.autoscale_pass().await.unwrap();
+    assert!(
+        matches!(decisions.as_slice(), [ScalingDecision::Merge { .. }]),
+        "{decisions:?}"
+    );
+    assert_eq!(broker.stream("od").unwrap().open_shards().count(), 4);
+    clock.advance(autoscale::ON_DEMAND_COOLDOWN_SECS * 1000);
+    assert!(
+        broker.autoscale_pass().await.unwrap().is_empty(),
+        "never below four shards"
+    );
+}
+
+#[tokio::test]
+async fn a_scaling_policy_scales_a_provisioned_stream_within_its_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clock, reader) = ManualClock::new(1_700_000_000_000);
+    let broker = broker_in(dir.path(), reader, 64 << 20).await;
+    active_stream(&broker, "p", 1).await;
+    // Without a policy a provisioned stream never scales.
+    broker.autoscale_pass().await.unwrap();
+    let flood = hashed_to(5);
+    let records: Vec<_> = (0..900).map(&flood).collect();
+    broker.put_records("p", records).await.unwrap();
+    clock.advance(1_000);
+    assert!(broker.autoscale_pass().await.unwrap().is_empty());
+
+    let policy = ScalingPolicy {
+        target_utilization_percent: 50,
+        min_shards: 1,
+        max_shards: 2,
+        cooldown_secs: 60,
+    };
+    broker.set_scaling_policy("p", Some(policy)).await.unwrap();
+    assert!(broker.autoscale_pass().await.unwrap().is_empty(), "the first pass only samples");
+    let records: Vec<_> = (0..900).map(&flood).collect();
+    broker.put_records("p", records).await.unwrap();
+    clock.advance(1_000);
+    let decisions = broker.autoscale_pass().await.unwrap();
+    assert!(
+        matches!(decisions.as_slice(), [ScalingDecision::Split { .. }]),
+        "{decisions:?}"
+    );
+    // At the maximum, more load splits nothing.
+    let to_child = hashed_to(5);
+    let records: Vec<_> = (0..900).map(&to_child).collect();
+    broker.put_records("p", records).await.unwrap();
+    clock.advance(1_000);
+    assert!(broker.autoscale_pass().await.unwrap().is_empty());
+    assert_eq!(broker.stream("p").unwrap().open_shards().count(), 2);
+    // A bad policy is refused.
+    let bad = ScalingPolicy {
+        target_utilization_percent: 50,
+        min_shards: 3,
+        max_shards: 2,
+        cooldown_secs: 60,
+    };
+    assert!(matches!(
+        broker.set_scaling_policy("p", Some(bad)).await,
+        Err(BrokerError::InvalidArgument(_))
+    ));
 }
