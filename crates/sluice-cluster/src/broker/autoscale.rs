@@ -141,7 +141,7 @@ impl Broker {
             .copied()
             .filter(|(_, u)| *u >= target)
             .collect();
-        hot.sort_by(|a, b| b.1.cmp(&a.1));
+        hot.sort_by_key(|(_, utilization)| std::cmp::Reverse(*utilization));
         // Never more than double in one pass, never past the maximum.
         let budget = open.min(policy.max_shards.saturating_sub(open)) as usize;
         for (shard, utilization_percent) in hot.into_iter().take(budget) {
