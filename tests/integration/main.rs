@@ -1,6 +1,7 @@
 //! Black-box suites: the official AWS SDK for Rust (and raw HTTP for what no SDK would
 //! send) against real nodes.
 
+mod cli;
 mod durability;
 mod errors;
 mod fanout;

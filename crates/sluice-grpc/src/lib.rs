@@ -1,11 +1,53 @@
-//! The tonic services of the native `sluice.v1` API, implemented over the `Broker`.
+//! The tonic services of the native `sluice.v1` API, implemented over the `Broker`, and
+//! the one mapping from broker errors to `tonic::Status`.
 //!
-//! Knows nothing of Kinesis JSON/CBOR shapes or storage. Entry function: [`node_service`].
+//! Knows nothing of Kinesis JSON/CBOR shapes or storage. Entry functions:
+//! [`node_service`], [`streams_service`].
 
-use sluice_cluster::Broker;
+use sluice_cluster::{Broker, BrokerError, ScalingPolicy};
+use sluice_proto::v1 as pb;
 use sluice_proto::v1::node_server::{Node, NodeServer};
-use sluice_proto::v1::{GetNodeInfoRequest, GetNodeInfoResponse};
+use sluice_proto::v1::streams_server::{Streams, StreamsServer};
 use tonic::{Request, Response, Status};
+
+/// The metadata key that carries the Kinesis error type of a failed call.
+pub const ERROR_TYPE_KEY: &str = "x-sluice-error-type";
+
+/// Maps a broker error to a status whose code fits and whose metadata names the Kinesis
+/// error type, so gRPC and Kinesis clients see the same kinds.
+pub fn status_of(error: BrokerError) -> Status {
+    let (code, kind, message) = match error {
+        BrokerError::NotFound(m) => (tonic::Code::NotFound, "ResourceNotFoundException", m),
+        BrokerError::InUse(m) => (tonic::Code::FailedPrecondition, "ResourceInUseException", m),
+        BrokerError::InvalidArgument(m) => {
+            (tonic::Code::InvalidArgument, "InvalidArgumentException", m)
+        }
+        BrokerError::Validation(m) => (tonic::Code::InvalidArgument, "ValidationException", m),
+        BrokerError::LimitExceeded(m) => {
+            (tonic::Code::ResourceExhausted, "LimitExceededException", m)
+        }
+        BrokerError::ExpiredIterator(m) => (tonic::Code::OutOfRange, "ExpiredIteratorException", m),
+        BrokerError::ThroughputExceeded(m) => (
+            tonic::Code::ResourceExhausted,
+            "ProvisionedThroughputExceededException",
+            m,
+        ),
+        internal => {
+            tracing::error!(error = %internal, "internal failure");
+            (
+                tonic::Code::Internal,
+                "InternalFailure",
+                "Internal service failure.".to_owned(),
+            )
+        }
+    };
+    let mut status = Status::new(code, message);
+    status.metadata_mut().insert(
+        ERROR_TYPE_KEY,
+        tonic::metadata::MetadataValue::from_static(kind),
+    );
+    status
+}
 
 /// The `sluice.v1.Node` service.
 pub struct NodeApi {
@@ -24,15 +66,65 @@ pub fn node_service(broker: Broker, kinesis_address: String) -> NodeServer<NodeA
 impl Node for NodeApi {
     async fn get_node_info(
         &self,
-        _request: Request<GetNodeInfoRequest>,
-    ) -> Result<Response<GetNodeInfoResponse>, Status> {
+        _request: Request<pb::GetNodeInfoRequest>,
+    ) -> Result<Response<pb::GetNodeInfoResponse>, Status> {
         let identity = self.broker.identity();
-        Ok(Response::new(GetNodeInfoResponse {
+        Ok(Response::new(pb::GetNodeInfoResponse {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             kinesis_address: self.kinesis_address.clone(),
             region: identity.region.clone(),
             account_id: identity.account.clone(),
             stream_count: self.broker.with_state(|s| s.streams.len() as u32),
+        }))
+    }
+}
+
+/// The `sluice.v1.Streams` service.
+pub struct StreamsApi {
+    broker: Broker,
+}
+
+pub fn streams_service(broker: Broker) -> StreamsServer<StreamsApi> {
+    StreamsServer::new(StreamsApi { broker })
+}
+
+#[tonic::async_trait]
+impl Streams for StreamsApi {
+    #[tracing::instrument(name = "grpc.set_scaling_policy", skip_all, fields(stream = %request.get_ref().stream_name))]
+    async fn set_scaling_policy(
+        &self,
+        request: Request<pb::SetScalingPolicyRequest>,
+    ) -> Result<Response<pb::SetScalingPolicyResponse>, Status> {
+        let request = request.into_inner();
+        let policy = request.policy.map(|p| ScalingPolicy {
+            target_utilization_percent: p.target_utilization_percent,
+            min_shards: p.min_shards,
+            max_shards: p.max_shards,
+            cooldown_secs: p.cooldown_secs,
+        });
+        self.broker
+            .set_scaling_policy(&request.stream_name, policy)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::SetScalingPolicyResponse {}))
+    }
+
+    #[tracing::instrument(name = "grpc.get_scaling_policy", skip_all, fields(stream = %request.get_ref().stream_name))]
+    async fn get_scaling_policy(
+        &self,
+        request: Request<pb::GetScalingPolicyRequest>,
+    ) -> Result<Response<pb::GetScalingPolicyResponse>, Status> {
+        let stream = self
+            .broker
+            .stream(&request.get_ref().stream_name)
+            .map_err(status_of)?;
+        Ok(Response::new(pb::GetScalingPolicyResponse {
+            policy: stream.scaling_policy.map(|p| pb::ScalingPolicy {
+                target_utilization_percent: p.target_utilization_percent,
+                min_shards: p.min_shards,
+                max_shards: p.max_shards,
+                cooldown_secs: p.cooldown_secs,
+            }),
         }))
     }
 }

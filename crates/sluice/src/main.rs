@@ -1,7 +1,8 @@
 //! The `sluice` command: `sluice server` runs a node; `sluice bench` drives load at any
-//! Kinesis endpoint.
+//! Kinesis endpoint; `sluice stream` administers streams over gRPC.
 
 mod bench;
+mod stream;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -29,6 +30,9 @@ enum Command {
     Server(ServerArgs),
     /// Drive load at a Kinesis endpoint and print throughput and latency percentiles.
     Bench(bench::BenchArgs),
+    /// Administer streams.
+    #[command(subcommand)]
+    Stream(stream::StreamCommand),
 }
 
 #[derive(clap::Args)]
@@ -70,6 +74,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Server(args) => run_server(args),
         Command::Bench(args) => bench::run(args),
+        Command::Stream(command) => stream::run(command),
     }
 }
 
