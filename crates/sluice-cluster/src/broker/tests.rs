@@ -397,7 +397,10 @@ async fn a_scaling_policy_scales_a_provisioned_stream_within_its_bounds() {
         cooldown_secs: 60,
     };
     broker.set_scaling_policy("p", Some(policy)).await.unwrap();
-    assert!(broker.autoscale_pass().await.unwrap().is_empty(), "the first pass only samples");
+    assert!(
+        broker.autoscale_pass().await.unwrap().is_empty(),
+        "the first pass only samples"
+    );
     let records: Vec<_> = (0..900).map(&flood).collect();
     broker.put_records("p", records).await.unwrap();
     clock.advance(1_000);
