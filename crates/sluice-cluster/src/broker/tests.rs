@@ -428,3 +428,29 @@ async fn a_scaling_policy_scales_a_provisioned_stream_within_its_bounds() {
         Err(BrokerError::InvalidArgument(_))
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn subscriptions_end_after_five_minutes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_clock, reader) = ManualClock::new(1_700_000_000_000);
+    let broker = broker_in(dir.path(), reader, 64 << 20).await;
+    active_stream(&broker, "s", 1).await;
+    let consumer = active_consumer(&broker, "s", "app").await;
+    let mut subscription = broker
+        .subscribe_to_shard(&consumer, "shardId-000000000000", IteratorStart::Latest)
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let mut heartbeats = 0;
+    while let Some(event) = subscription.next().await {
+        let event = event.unwrap();
+        assert!(event.records.is_empty());
+        assert!(event.continuation.is_some());
+        heartbeats += 1;
+    }
+    let lived = started.elapsed();
+    assert!(lived >= Duration::from_secs(300), "lived {lived:?}");
+    assert!(lived < Duration::from_secs(306), "lived {lived:?}");
+    // An idle subscription still sends an event every five seconds.
+    assert!((55..=60).contains(&heartbeats), "{heartbeats} heartbeats");
+}
