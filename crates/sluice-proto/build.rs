@@ -5,6 +5,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let file = root.join("sluice/v1/sluice.proto");
     println!("cargo:rerun-if-changed={}", root.display());
     let descriptors = protox::compile([&file], [&root])?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    // `bytes` fields as `bytes::Bytes`, so record data is never copied.
+    tonic_prost_build::configure()
+        .bytes(".")
+        .compile_fds(descriptors)?;
     Ok(())
 }

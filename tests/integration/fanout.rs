@@ -127,3 +127,92 @@ async fn subscribe_to_shard_pushes_records_then_child_shards() {
     let ids: Vec<_> = children.iter().map(|c| c.shard_id().to_owned()).collect();
     assert_eq!(ids, ["shardId-000000000001", "shardId-000000000002"]);
 }
+
+#[tokio::test]
+async fn the_same_push_delivery_over_grpc() {
+    use sluice_proto::v1::fan_out_client::FanOutClient;
+    use sluice_proto::v1::{StartingPositionType, SubscribeToShardRequest};
+
+    let node = Node::start().await;
+    let client = node.client();
+    create_active(&client, "grpc-fan", 1).await;
+    let consumer = active_consumer(
+        &client,
+        "arn:aws:kinesis:us-east-1:000000000000:stream/grpc-fan",
+        "g",
+    )
+    .await;
+    put(&client, "grpc-fan", "before", b"0").await;
+    let mut fan_out = FanOutClient::connect(format!("http://{}", node.grpc_addr))
+        .await
+        .unwrap();
+    let mut events = fan_out
+        .subscribe_to_shard(SubscribeToShardRequest {
+            consumer_arn: consumer.clone(),
+            shard_id: "shardId-000000000000".into(),
+            starting_position: Some(sluice_proto::v1::StartingPosition {
+                r#type: StartingPositionType::TrimHorizon as i32,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut sent = vec![];
+    for i in 1..=3 {
+        sent.push(
+            put(
+                &client,
+                "grpc-fan",
+                &format!("k{i}"),
+                format!("{i}").as_bytes(),
+            )
+            .await
+            .1,
+        );
+    }
+    let mut received = vec![];
+    while received.len() < 4 {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.message())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .expect("stream open");
+        received.extend(
+            event
+                .records
+                .into_iter()
+                .map(|r| (r.sequence_number, r.data)),
+        );
+    }
+    let data: Vec<&[u8]> = received.iter().map(|(_, d)| d.as_ref()).collect();
+    assert_eq!(data, [b"0", b"1", b"2", b"3"]);
+    assert_eq!(
+        received[1..]
+            .iter()
+            .map(|(s, _)| s.clone())
+            .collect::<Vec<_>>(),
+        sent
+    );
+
+    // Errors carry the Kinesis error type.
+    let status = fan_out
+        .subscribe_to_shard(SubscribeToShardRequest {
+            consumer_arn: consumer.replace("/consumer/g:", "/consumer/nobody:"),
+            shard_id: "shardId-000000000000".into(),
+            starting_position: Some(sluice_proto::v1::StartingPosition {
+                r#type: StartingPositionType::Latest as i32,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    assert_eq!(
+        status
+            .metadata()
+            .get("x-sluice-error-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("ResourceNotFoundException")
+    );
+}

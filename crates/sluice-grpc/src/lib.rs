@@ -2,12 +2,14 @@
 //! the one mapping from broker errors to `tonic::Status`.
 //!
 //! Knows nothing of Kinesis JSON/CBOR shapes or storage. Entry functions:
-//! [`node_service`], [`streams_service`].
+//! [`node_service`], [`streams_service`], [`fan_out_service`].
 
-use sluice_cluster::{Broker, BrokerError, ScalingPolicy};
+use sluice_cluster::{Broker, BrokerError, IteratorStart, ScalingPolicy, Subscription};
 use sluice_proto::v1 as pb;
+use sluice_proto::v1::fan_out_server::{FanOut, FanOutServer};
 use sluice_proto::v1::node_server::{Node, NodeServer};
 use sluice_proto::v1::streams_server::{Streams, StreamsServer};
+use sluice_types::SequenceNumber;
 use tonic::{Request, Response, Status};
 
 /// The metadata key that carries the Kinesis error type of a failed call.
@@ -127,4 +129,96 @@ impl Streams for StreamsApi {
             }),
         }))
     }
+}
+
+/// The `sluice.v1.FanOut` service.
+pub struct FanOutApi {
+    broker: Broker,
+}
+
+pub fn fan_out_service(broker: Broker) -> FanOutServer<FanOutApi> {
+    FanOutServer::new(FanOutApi { broker })
+}
+
+type EventStream = std::pin::Pin<
+    Box<dyn futures_core::Stream<Item = Result<pb::SubscribeToShardEvent, Status>> + Send>,
+>;
+
+#[tonic::async_trait]
+impl FanOut for FanOutApi {
+    type SubscribeToShardStream = EventStream;
+
+    #[tracing::instrument(name = "grpc.subscribe_to_shard", skip_all, fields(shard = %request.get_ref().shard_id))]
+    async fn subscribe_to_shard(
+        &self,
+        request: Request<pb::SubscribeToShardRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let request = request.into_inner();
+        let position = request.starting_position.unwrap_or_default();
+        let start = match pb::StartingPositionType::try_from(position.r#type) {
+            Ok(pb::StartingPositionType::TrimHorizon) => IteratorStart::TrimHorizon,
+            Ok(pb::StartingPositionType::Latest) => IteratorStart::Latest,
+            Ok(pb::StartingPositionType::AtSequenceNumber) => {
+                IteratorStart::AtSequence(position.sequence_number)
+            }
+            Ok(pb::StartingPositionType::AfterSequenceNumber) => {
+                IteratorStart::AfterSequence(position.sequence_number)
+            }
+            Ok(pb::StartingPositionType::AtTimestamp) => {
+                IteratorStart::AtTimestampMs(position.timestamp_ms)
+            }
+            _ => {
+                return Err(status_of(BrokerError::InvalidArgument(
+                    "starting_position.type must be set".to_owned(),
+                )));
+            }
+        };
+        let subscription = self
+            .broker
+            .subscribe_to_shard(&request.consumer_arn, &request.shard_id, start)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(Box::pin(events(subscription))))
+    }
+}
+
+/// The subscription's events as protobuf messages; an error ends the stream.
+fn events(
+    subscription: Subscription,
+) -> impl futures_core::Stream<Item = Result<pb::SubscribeToShardEvent, Status>> + Send {
+    futures_util::stream::unfold(Some(subscription), |state| async move {
+        let mut subscription = state?;
+        match subscription.next().await? {
+            Ok(event) => {
+                let message = pb::SubscribeToShardEvent {
+                    records: event
+                        .records
+                        .iter()
+                        .map(|r| pb::Record {
+                            sequence_number: SequenceNumber::of_record(event.shard, r.offset)
+                                .to_string(),
+                            approximate_arrival_timestamp_ms: r.arrival_ms,
+                            data: r.data.clone(),
+                            partition_key: r.partition_key.clone(),
+                        })
+                        .collect(),
+                    continuation_sequence_number: event.continuation.map(|c| c.to_string()),
+                    millis_behind_latest: event.millis_behind_latest,
+                    child_shards: event
+                        .child_shards
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|c| pb::ChildShard {
+                            shard_id: c.shard.to_string(),
+                            parent_shards: c.parents.iter().map(|p| p.to_string()).collect(),
+                            starting_hash_key: c.start_hash.to_string(),
+                            ending_hash_key: c.end_hash.to_string(),
+                        })
+                        .collect(),
+                };
+                Some((Ok(message), Some(subscription)))
+            }
+            Err(error) => Some((Err(status_of(error)), None)),
+        }
+    })
 }

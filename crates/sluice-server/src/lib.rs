@@ -89,12 +89,14 @@ pub async fn serve(
     ));
     let grpc_service = sluice_grpc::node_service(broker.clone(), kinesis_addr.to_string());
     let streams_service = sluice_grpc::streams_service(broker.clone());
+    let fan_out_service = sluice_grpc::fan_out_service(broker.clone());
     let mut grpc_stop = stop_rx.clone();
     tasks.spawn(async move {
         let incoming = tonic::transport::server::TcpIncoming::from(listeners.grpc);
         tonic::transport::Server::builder()
             .add_service(grpc_service)
             .add_service(streams_service)
+            .add_service(fan_out_service)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = grpc_stop.wait_for(|stop| *stop).await;
             })
