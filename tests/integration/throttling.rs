@@ -65,6 +65,22 @@ async fn writes_over_the_shard_budget_fail_per_record_and_nothing_accepted_is_lo
     assert_eq!(accepted + throttled, 2000);
     let records = read_all(&client, "limited", "shardId-000000000000").await;
     assert_eq!(records.len(), accepted, "every accepted record is readable");
+
+    // The CloudWatch-named series count the same records.
+    let (status, metrics) = sluice_tests::http_get(node.kinesis_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(&format!(
+            "sluice_incoming_records_total{{stream=\"limited\"}} {accepted}"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "sluice_write_provisioned_throughput_exceeded_total{{stream=\"limited\"}} {throttled}"
+        )),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -352,3 +352,21 @@ impl Drop for ProcessNode {
         }
     }
 }
+
+/// `GET path` on the node's Kinesis port; returns the body as text.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let request = hyper::Request::get(format!("http://{addr}{path}"))
+        .body(Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let response = client.request(request).await.expect("send request");
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("read body")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}

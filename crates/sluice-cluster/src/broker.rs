@@ -4,6 +4,7 @@
 
 use crate::error::BrokerError;
 use crate::iterator::ShardIterator;
+use crate::metrics::Metrics;
 use crate::record::StoredRecord;
 use crate::shard::{AppendError, ShardLog};
 use crate::throttle::{ShardLimits, ShardLimitsConfig, rate_exceeded_message};
@@ -128,6 +129,7 @@ struct Inner {
     /// Held while a shard log is being opened.
     opening: tokio::sync::Mutex<()>,
     scaler: parking_lot::Mutex<autoscale::ScalerState>,
+    metrics: Metrics,
 }
 
 /// The single entry point of both front ends.
@@ -156,6 +158,7 @@ impl Broker {
                 meta_changes: tokio::sync::watch::channel(0).0,
                 opening: tokio::sync::Mutex::new(()),
                 scaler: parking_lot::Mutex::new(autoscale::ScalerState::default()),
+                metrics: Metrics::default(),
             }),
         };
         let streams: Vec<Stream> = broker
@@ -175,6 +178,11 @@ impl Broker {
         self.inner.cancel.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+    }
+
+    /// The broker's counters, to register with a metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     pub fn identity(&self) -> &Identity {
@@ -652,6 +660,13 @@ impl Broker {
                     .into_iter()
                     .zip(admitted)
                     .partition(|(_, admitted)| *admitted);
+                if !throttled.is_empty() {
+                    self.inner
+                        .metrics
+                        .write_throughput_exceeded
+                        .get_or_create(&Metrics::stream(name))
+                        .inc_by(throttled.len() as u64);
+                }
                 for ((position, _), _) in throttled {
                     results[position] = Some(Err(PutRecordFailure {
                         code: "ProvisionedThroughputExceededException",
@@ -680,6 +695,21 @@ impl Broker {
                 let (shard, batch, outcome) = joined?;
                 match outcome {
                     Ok(appended) => {
+                        let labels = Metrics::stream(name);
+                        let bytes: usize = batch
+                            .iter()
+                            .map(|(_, r)| r.partition_key.len() + r.data.len())
+                            .sum();
+                        self.inner
+                            .metrics
+                            .incoming_records
+                            .get_or_create(&labels)
+                            .inc_by(batch.len() as u64);
+                        self.inner
+                            .metrics
+                            .incoming_bytes
+                            .get_or_create(&labels)
+                            .inc_by(bytes as u64);
                         for (i, (position, _)) in batch.into_iter().enumerate() {
                             results[position] = Some(Ok(PutRecordOutput {
                                 shard: ShardId(shard),
@@ -805,6 +835,11 @@ impl Broker {
         let log = self.open_shard_log(&stream, shard_id.0).await?;
         let limited = stream.mode == StreamMode::Provisioned;
         if limited && !log.admit_read_call(now) {
+            self.inner
+                .metrics
+                .read_throughput_exceeded
+                .get_or_create(&Metrics::stream(&position.stream))
+                .inc();
             return Err(BrokerError::ThroughputExceeded(rate_exceeded_message(
                 &shard_id.to_string(),
                 &position.stream,
@@ -821,6 +856,17 @@ impl Broker {
         if limited {
             log.charge_read_bytes(read_bytes as u64, now);
         }
+        let labels = Metrics::stream(&position.stream);
+        self.inner
+            .metrics
+            .get_records_records
+            .get_or_create(&labels)
+            .inc_by(records.len() as u64);
+        self.inner
+            .metrics
+            .get_records_bytes
+            .get_or_create(&labels)
+            .inc_by(read_bytes as u64);
         let next_offset = records
             .last()
             .map_or(position.offset.max(log.first_offset()), |r| r.offset + 1);

@@ -9,6 +9,7 @@
 mod broker;
 mod error;
 mod iterator;
+pub mod metrics;
 mod record;
 mod shard;
 pub mod throttle;

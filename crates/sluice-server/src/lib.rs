@@ -82,9 +82,16 @@ pub async fn serve(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
+    let mut registry = prometheus_client::registry::Registry::default();
+    broker.metrics().register(&mut registry);
+    let registry = std::sync::Arc::new(registry);
+    let kinesis_router = sluice_gateway::router(broker.clone()).route(
+        "/metrics",
+        axum::routing::get(move || metrics_page(std::sync::Arc::clone(&registry))),
+    );
     tasks.spawn(serve_kinesis(
         listeners.kinesis,
-        sluice_gateway::router(broker.clone()),
+        kinesis_router,
         stop_rx.clone(),
     ));
     let grpc_service = sluice_grpc::node_service(broker.clone(), kinesis_addr.to_string());
@@ -115,6 +122,24 @@ pub async fn serve(
     }
     broker.shutdown().await;
     result
+}
+
+/// `GET /metrics`: Prometheus text exposition of the broker's counters.
+async fn metrics_page(
+    registry: std::sync::Arc<prometheus_client::registry::Registry>,
+) -> axum::response::Response {
+    let mut text = String::new();
+    if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &registry) {
+        tracing::error!(error = %error, "encode metrics");
+    }
+    let mut response = axum::response::Response::new(axum::body::Body::from(text));
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    response
 }
 
 /// Serves the Kinesis API over HTTP/1.1 and HTTP/2 (h2c prior knowledge) on one port.

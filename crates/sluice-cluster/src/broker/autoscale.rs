@@ -159,6 +159,7 @@ impl Broker {
             let after = self.stream(&stream.name)?;
             self.settle(&after).await?;
             tracing::info!(stream = %stream.name, shard = %ShardId(shard), utilization_percent, "scaler split a hot shard");
+            self.count_decision(&stream.name, "split");
             decisions.push(ScalingDecision::Split {
                 stream: stream.name.clone(),
                 shard: ShardId(shard),
@@ -205,6 +206,7 @@ impl Broker {
                 .lock()
                 .last_scaled_ms
                 .insert(stream_key, now);
+            self.count_decision(&stream.name, "merge");
             decisions.push(ScalingDecision::Merge {
                 stream: stream.name.clone(),
                 shard: ShardId(first),
@@ -213,6 +215,17 @@ impl Broker {
             });
         }
         Ok(decisions)
+    }
+
+    fn count_decision(&self, stream: &str, action: &str) {
+        self.inner
+            .metrics
+            .scaling_decisions
+            .get_or_create(&crate::metrics::ScalingLabels {
+                stream: stream.to_owned(),
+                action: action.to_owned(),
+            })
+            .inc();
     }
 
     pub(super) fn spawn_autoscaler(&self) {

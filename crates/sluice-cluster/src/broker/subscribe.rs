@@ -53,7 +53,6 @@ impl Subscription {
 }
 
 struct Active {
-    id: u64,
     started_ms: u64,
     cancel: CancellationToken,
 }
@@ -62,7 +61,6 @@ struct Active {
 #[derive(Default)]
 pub(super) struct Registry {
     active: Mutex<HashMap<(String, u32), Active>>,
-    next_id: Mutex<u64>,
 }
 
 impl Broker {
@@ -107,13 +105,11 @@ impl Broker {
         let now = self.now_ms();
         let key = (consumer_arn.to_owned(), shard.0);
         let cancel = self.inner.cancel.child_token();
-        let id = {
-            let mut next_id = self.inner.subscriptions.next_id.lock();
-            *next_id += 1;
-            *next_id
-        };
         {
             let mut active = self.inner.subscriptions.active.lock();
+            // Forget subscriptions that have certainly ended.
+            let horizon = SUBSCRIPTION_LIFETIME.as_millis() as u64 + TAKEOVER_AFTER_MS;
+            active.retain(|_, a| now.saturating_sub(a.started_ms) < horizon);
             if let Some(existing) = active.get(&key) {
                 if now.saturating_sub(existing.started_ms) < TAKEOVER_AFTER_MS {
                     return Err(BrokerError::InUse(format!(
@@ -125,7 +121,6 @@ impl Broker {
             active.insert(
                 key.clone(),
                 Active {
-                    id,
                     started_ms: now,
                     cancel: cancel.clone(),
                 },
@@ -137,13 +132,11 @@ impl Broker {
         let span = tracing::info_span!("kinesis.subscription", stream = %name, shard = %shard, consumer = %parts.consumer);
         self.inner.tasks.spawn(
             async move {
+                // The registry entry outlives the subscription: AWS refuses a new call
+                // within five seconds of a successful one, whether or not it is still open.
                 broker
-                    .push_records(&name, shard, offset, sender, cancel, key.0.clone())
+                    .push_records(&name, shard, offset, sender, cancel, key.0)
                     .await;
-                let mut active = broker.inner.subscriptions.active.lock();
-                if active.get(&key).is_some_and(|a| a.id == id) {
-                    active.remove(&key);
-                }
             }
             .instrument(span),
         );
@@ -165,7 +158,8 @@ impl Broker {
         // one second of credit is allowed (a burst of 2 MiB).
         let mut paid_until = tokio::time::Instant::now();
         let mut metadata = self.inner.meta_changes.subscribe();
-        let mut heartbeat_due = false;
+        // The first event goes out at once, even when there is nothing to deliver yet.
+        let mut heartbeat_due = true;
         loop {
             metadata.mark_unchanged();
             let stream = match self.writable_stream(name) {
@@ -236,7 +230,16 @@ impl Broker {
                         let _ = sender.send(Err(taken_over(&consumer_arn))).await;
                         return;
                     }
-                    sent = sender.send(Ok(event)) => if sent.is_err() { return },
+                    sent = sender.send(Ok(event)) => {
+                        if sent.is_err() {
+                            return;
+                        }
+                        self.inner
+                            .metrics
+                            .subscribe_to_shard_events
+                            .get_or_create(&crate::metrics::Metrics::stream(name))
+                            .inc();
+                    }
                 }
                 if finished {
                     return;

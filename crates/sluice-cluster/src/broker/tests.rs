@@ -374,6 +374,21 @@ async fn on_demand_streams_grow_under_load_and_shrink_after_the_cooldown() {
         broker.autoscale_pass().await.unwrap().is_empty(),
         "never below four shards"
     );
+    let counted = |action: &str| {
+        broker
+            .metrics()
+            .scaling_decisions
+            .get_or_create(&crate::metrics::ScalingLabels {
+                stream: "od".into(),
+                action: action.into(),
+            })
+            .get()
+    };
+    assert_eq!(
+        (counted("split"), counted("merge")),
+        (1, 1),
+        "decisions are counted"
+    );
 }
 
 #[tokio::test]
