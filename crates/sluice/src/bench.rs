@@ -16,10 +16,11 @@
 //! target/release/sluice bench --endpoint http://127.0.0.1:4599 --workload put-records \
 //!     --duration 30 --batch 500 --record-size 1024 --concurrency 16
 //! target/release/sluice bench --workload put-records --rate 200 --json          # paced
+//! target/release/sluice bench --workload subscribe --duration 10      # fan-out latency
 //! ```
 //!
-//! `make bench` (`deploy/bench.sh`) does the same against a fresh node on a temporary data
-//! directory and passes extra arguments through.
+//! `make bench` (`deploy/local/bench.sh`) does the same against a fresh node on a temporary
+//! data directory and passes extra arguments through.
 //!
 //! # Workloads
 //!
@@ -34,16 +35,30 @@
 //!   of 1 KiB records, then reads the whole stream back from TRIM_HORIZON with GetRecords
 //!   (Limit 10000), one reader per shard, until every shard is caught up. Reading stops after
 //!   max(10 x `--duration`, 60) seconds at the latest (`caught_up: false` in the report).
+//! - `subscribe`: enhanced fan-out. On a one-shard stream `<stream>-fanout` (created if
+//!   missing), `--consumers` consumers (default 20, the per-stream limit) are registered, each
+//!   opens one SubscribeToShard from LATEST, and PutRecords batches of `--batch` records
+//!   (default 50) of `--record-size` bytes (default 100, at least 24) are written at
+//!   `--rate` records/s (default 5000) by `--concurrency` workers (default 4). Every record
+//!   carries the time its PutRecords call was sent, a counter, a run id and its worker;
+//!   each consumer measures receive time minus send time per record, counts what it
+//!   received, and checks that each worker's records arrive in the order they were sent.
+//!   After `--duration` the writers stop, consumers get up to 5 s for records still in
+//!   flight, then the subscriptions are closed and the consumers deregistered (consumers left
+//!   by an interrupted run are removed at the start). The latency percentiles are delivery
+//!   latency (PutRecords sent → record decoded by the consumer) over every consumer.
 //! - `all` (default): put-records at full speed, then put-records again paced at 50% of the
 //!   request rate just measured (reported as `put-records@50%`: latency under moderate load),
-//!   then put-record, then get-records.
+//!   then put-record, then get-records, then subscribe (at 5000 records/s whatever `--rate`
+//!   says).
 //!
 //! Write phases last `--duration` seconds (default 10). Without `--rate` every worker sends
 //! its next request as soon as the previous one answers, which measures peak throughput. With
 //! `--rate N` requests are scheduled at N per second and latency is measured from each
 //! request's scheduled send time, so a stalled server shows up in the percentiles instead of
 //! silently slowing the load (coordinated omission). In `all`, `--rate` paces put-records and
-//! put-record; the 50% phase always uses half the measured peak.
+//! put-record; the 50% phase always uses half the measured peak. For `subscribe` alone,
+//! `--rate` counts records (not requests) per second.
 //!
 //! # Output
 //!
@@ -63,11 +78,19 @@
 //! 2xx answer within 30 s); `failed_records` counts records rejected inside a successful
 //! PutRecords call; `error_kinds` breaks both down when non-zero. The command fails if a
 //! workload completes no request at all.
+//!
+//! The `subscribe` lines differ: `records_per_sec` counts records written (acknowledged by
+//! PutRecords), `deliveries_per_sec` records received summed over all consumers, `p50_ms`
+//! ... `max_ms` are delivery latencies, and `missing` (records acknowledged but not received,
+//! summed over consumers), `out_of_order`, `duplicates`, `consumers`, `put_p99_ms` and
+//! `producer_lag_max_ms` (how late the writers fell behind their schedule) are added. The
+//! command fails if any record is missing or out of order.
 
 mod client;
 mod get;
 mod put;
 mod stats;
+mod subscribe;
 
 use anyhow::{Context, bail, ensure};
 use client::Kinesis;
@@ -83,6 +106,11 @@ const BACKLOG_BATCH: usize = 500;
 const BACKLOG_RECORD_SIZE: usize = 1024;
 /// Concurrency used to write the get-records backlog.
 const BACKLOG_CONCURRENCY: usize = 8;
+/// Defaults of the subscribe workload.
+const FANOUT_RATE: f64 = 5000.0;
+const FANOUT_BATCH: usize = 50;
+const FANOUT_RECORD_SIZE: usize = 100;
+const FANOUT_PRODUCERS: usize = 4;
 /// Writing the backlog stops after this long even if it is incomplete.
 const BACKLOG_TIME_LIMIT: Duration = Duration::from_secs(600);
 
@@ -95,7 +123,9 @@ pub enum Workload {
     PutRecord,
     /// Write a backlog, then read it back with GetRecords on every shard.
     GetRecords,
-    /// put-records, put-records at 50% of its peak rate, put-record, get-records.
+    /// Enhanced fan-out: SubscribeToShard consumers on one shard, delivery latency.
+    Subscribe,
+    /// put-records, put-records at 50% of its peak rate, put-record, get-records, subscribe.
     All,
 }
 
@@ -114,23 +144,27 @@ pub struct BenchArgs {
     /// Workload to run.
     #[arg(long, value_enum, default_value = "all")]
     workload: Workload,
-    /// Bytes of data per record [default: 1024 for put-records, 100 for put-record].
+    /// Bytes of data per record [default: 1024 for put-records, 100 for put-record and
+    /// subscribe].
     #[arg(long)]
     record_size: Option<usize>,
-    /// Records per PutRecords request.
-    #[arg(long, default_value_t = 500)]
-    batch: usize,
+    /// Records per PutRecords request [default: 500; 50 for subscribe].
+    #[arg(long)]
+    batch: Option<usize>,
     /// Concurrent workers (one connection each) [default: 8 for put-records, 64 for
-    /// put-record].
+    /// put-record, 4 writers for subscribe].
     #[arg(long)]
     concurrency: Option<usize>,
     /// Seconds per write workload.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
     /// Target requests/s for write workloads (paced; latency measured from the scheduled
-    /// send time).
+    /// send time); records/s for subscribe [default there: 5000].
     #[arg(long)]
     rate: Option<f64>,
+    /// Consumers subscribed to the shard in the subscribe workload (at most 20).
+    #[arg(long, default_value_t = 20)]
+    consumers: usize,
     /// MB (10^6 bytes) of 1 KiB records written before the get-records workload reads the
     /// stream back.
     #[arg(long, default_value_t = 200)]
@@ -155,14 +189,34 @@ impl BenchArgs {
                 "--rate must be a positive number"
             );
         }
-        ensure!(
-            (1..=500).contains(&self.batch),
-            "--batch must be between 1 and 500 (the PutRecords limit)"
-        );
+        if let Some(batch) = self.batch {
+            ensure!(
+                (1..=500).contains(&batch),
+                "--batch must be between 1 and 500 (the PutRecords limit)"
+            );
+        }
         if let Some(size) = self.record_size {
             ensure!(
                 (1..=1 << 20).contains(&size),
                 "--record-size must be between 1 and 1048576 bytes"
+            );
+        }
+        if matches!(self.workload, Workload::Subscribe | Workload::All) {
+            ensure!(
+                (1..=subscribe::MAX_CONSUMERS).contains(&self.consumers),
+                "--consumers must be between 1 and {}",
+                subscribe::MAX_CONSUMERS
+            );
+            ensure!(
+                self.record_size
+                    .is_none_or(|size| size >= subscribe::RecordHeader::LEN),
+                "--record-size must be at least {} bytes for the subscribe workload",
+                subscribe::RecordHeader::LEN
+            );
+            let plan = self.fanout_plan(self.workload == Workload::All);
+            ensure!(
+                plan.rate * self.duration <= 1e9,
+                "subscribe: --rate x --duration must stay below 10^9 records"
             );
         }
         if let Some(concurrency) = self.concurrency {
@@ -189,10 +243,28 @@ impl BenchArgs {
             label: if single { "put-record" } else { "put-records" }.to_owned(),
             single,
             record_size: self.record_size.unwrap_or(size),
-            batch: self.batch,
+            batch: self.batch.unwrap_or(500),
             concurrency: self.concurrency.unwrap_or(concurrency),
             stop: Stop::After(self.duration()),
             rate: self.rate,
+        }
+    }
+
+    /// The subscribe workload; `default_rate` ignores `--rate` (as in `all`, where it paces
+    /// requests of the other phases).
+    fn fanout_plan(&self, default_rate: bool) -> subscribe::FanoutPlan {
+        subscribe::FanoutPlan {
+            stream: format!("{}-fanout", self.stream),
+            consumers: self.consumers,
+            rate: if default_rate {
+                FANOUT_RATE
+            } else {
+                self.rate.unwrap_or(FANOUT_RATE)
+            },
+            batch: self.batch.unwrap_or(FANOUT_BATCH),
+            record_size: self.record_size.unwrap_or(FANOUT_RECORD_SIZE),
+            producers: self.concurrency.unwrap_or(FANOUT_PRODUCERS),
+            duration: self.duration(),
         }
     }
 }
@@ -237,21 +309,28 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
         json: args.json,
         progress: !args.json && std::io::stderr().is_terminal(),
     };
-    let pool = args.concurrency.unwrap_or(64).max(BACKLOG_CONCURRENCY);
+    let pool = args.concurrency.unwrap_or(64).max(BACKLOG_CONCURRENCY) + args.consumers;
     let client = Kinesis::new(&args.endpoint, args.http2, pool)?;
-    let shards = client
-        .ensure_stream(&args.stream, args.shards, &|m| out.note(m))
-        .await
-        .with_context(|| format!("prepare stream on {}", args.endpoint))?;
-    out.note(&format!(
-        "endpoint {} ({}), stream {} with {shards} open shards, {} cores here",
-        args.endpoint,
-        if args.http2 { "h2c" } else { "HTTP/1.1" },
-        args.stream,
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-    ));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let protocol = if args.http2 { "h2c" } else { "HTTP/1.1" };
+    if args.workload == Workload::Subscribe {
+        out.note(&format!(
+            "endpoint {} ({protocol}), {cores} cores here",
+            args.endpoint
+        ));
+    } else {
+        let shards = client
+            .ensure_stream(&args.stream, args.shards, &|m| out.note(m))
+            .await
+            .with_context(|| format!("prepare stream on {}", args.endpoint))?;
+        out.note(&format!(
+            "endpoint {} ({protocol}), stream {} with {shards} open shards, {cores} cores here",
+            args.endpoint, args.stream,
+        ));
+    }
 
     let mut empty = Vec::new();
+    let mut problems = Vec::new();
     let mut emit = |report: &Report| {
         out.report(report);
         if report.requests == 0 {
@@ -262,6 +341,11 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
         Workload::PutRecords => emit(&put_phase(&client, &args, args.put_plan(false), &out).await),
         Workload::PutRecord => emit(&put_phase(&client, &args, args.put_plan(true), &out).await),
         Workload::GetRecords => emit(&get_phase(&client, &args, &out).await?),
+        Workload::Subscribe => {
+            let fanout = fanout_phase(&client, &args, false, &out).await?;
+            emit(&fanout.report);
+            problems.extend(fanout.problems);
+        }
         Workload::All => {
             let plan = args.put_plan(false);
             let bodies = Arc::new(Bodies::build(
@@ -285,12 +369,30 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
             }
             emit(&put_phase(&client, &args, args.put_plan(true), &out).await);
             emit(&get_phase(&client, &args, &out).await?);
+            let fanout = fanout_phase(&client, &args, true, &out).await?;
+            emit(&fanout.report);
+            problems.extend(fanout.problems);
         }
     }
     if !empty.is_empty() {
         bail!("no request succeeded in: {}", empty.join(", "));
     }
+    if !problems.is_empty() {
+        bail!("subscribe: {}", problems.join("; "));
+    }
     Ok(())
+}
+
+async fn fanout_phase(
+    client: &Kinesis,
+    args: &BenchArgs,
+    default_rate: bool,
+    out: &Output,
+) -> anyhow::Result<subscribe::Outcome> {
+    let plan = args.fanout_plan(default_rate);
+    subscribe::run(client, &plan, out.progress, &|m| out.note(m))
+        .await
+        .with_context(|| format!("subscribe workload on {}", args.endpoint))
 }
 
 async fn put_phase(client: &Kinesis, args: &BenchArgs, plan: PutPlan, out: &Output) -> Report {

@@ -169,6 +169,22 @@ impl Broker {
                     return;
                 }
             };
+            // A deregistered consumer's subscription ends.
+            let registered = sluice_types::parse_consumer_arn(&consumer_arn).is_some_and(|parts| {
+                stream.consumers.iter().any(|c| {
+                    c.name == parts.consumer
+                        && c.created_ms / 1000 == parts.created_epoch_seconds
+                        && c.status == ConsumerStatus::Active
+                })
+            });
+            if !registered {
+                let _ = sender
+                    .send(Err(BrokerError::NotFound(format!(
+                        "Consumer {consumer_arn} not found."
+                    ))))
+                    .await;
+                return;
+            }
             let Some(shard_meta) = stream.shard(shard) else {
                 let _ = sender
                     .send(Err(self.shard_not_found(name, &shard.to_string())))

@@ -469,3 +469,32 @@ async fn subscriptions_end_after_five_minutes() {
     // An idle subscription still sends an event every five seconds.
     assert!((55..=60).contains(&heartbeats), "{heartbeats} heartbeats");
 }
+
+#[tokio::test]
+async fn deregistering_a_consumer_ends_its_subscriptions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_clock, reader) = ManualClock::new(1_700_000_000_000);
+    let broker = broker_in(dir.path(), reader, 64 << 20).await;
+    active_stream(&broker, "s", 1).await;
+    let consumer = active_consumer(&broker, "s", "app").await;
+    let mut subscription = broker
+        .subscribe_to_shard(&consumer, "shardId-000000000000", IteratorStart::Latest)
+        .await
+        .unwrap();
+    next_event(&mut subscription).await;
+    broker.deregister_consumer("s", "app").await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match subscription.next().await {
+                Some(Ok(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(ended, Some(Err(BrokerError::NotFound(_)))),
+        "{ended:?}"
+    );
+}

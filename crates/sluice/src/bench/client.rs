@@ -4,6 +4,7 @@
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Uri};
 use hyper_util::client::legacy::Client;
@@ -125,18 +126,53 @@ impl Kinesis {
         })
     }
 
-    /// Sends one operation with a pre-encoded JSON body; returns the 2xx response body.
-    pub async fn call(&self, op: &str, body: Bytes) -> Result<Bytes, CallError> {
+    /// The POST request of one operation.
+    fn request(&self, op: &str, body: Bytes) -> Result<Request<Full<Bytes>>, CallError> {
         let target = HeaderValue::from_str(&format!("Kinesis_20131202.{op}"))
             .map_err(|e| CallError::Transport(e.to_string()))?;
-        let request = Request::builder()
+        Request::builder()
             .method(Method::POST)
             .uri(self.uri.clone())
             .header(CONTENT_TYPE, CONTENT_TYPE_JSON)
             .header("x-amz-target", target)
             .header(AUTHORIZATION, DUMMY_AUTHORIZATION)
             .body(Full::new(body))
-            .map_err(|e| CallError::Transport(e.to_string()))?;
+            .map_err(|e| CallError::Transport(e.to_string()))
+    }
+
+    /// Sends one operation whose 2xx answer is a long-lived stream (SubscribeToShard) and
+    /// returns the body as soon as the response headers arrive; only the headers (and an
+    /// error body) are subject to [`REQUEST_TIMEOUT`]. The caller reads the body frame by
+    /// frame; dropping it closes the stream.
+    pub async fn open_stream(&self, op: &str, body: Bytes) -> Result<Incoming, CallError> {
+        let request = self.request(op, body)?;
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| CallError::Transport(error_chain(&e)))?;
+            let status = response.status();
+            if status.is_success() {
+                return Ok(response.into_body());
+            }
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| CallError::Transport(error_chain(&e)))?
+                .to_bytes();
+            Err(api_error(status.as_u16(), &body))
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+            Err(_) => Err(CallError::Timeout),
+            Ok(result) => result,
+        }
+    }
+
+    /// Sends one operation with a pre-encoded JSON body; returns the 2xx response body.
+    pub async fn call(&self, op: &str, body: Bytes) -> Result<Bytes, CallError> {
+        let request = self.request(op, body)?;
         let exchange = async {
             let response = self
                 .client
@@ -300,7 +336,7 @@ fn api_error(status: u16, body: &[u8]) -> CallError {
 }
 
 /// An error and its sources on one line (hyper's own message is often just "client error").
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -60,6 +60,24 @@ impl Stats {
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// One read (e.g. a pushed event) that delivered one record per entry of `latencies`,
+    /// carrying `bytes` bytes of data in all.
+    pub fn deliveries(&self, worker: usize, latencies: &[Duration], bytes: u64) {
+        {
+            let mut histogram = lock(&self.histograms[worker % self.histograms.len()]);
+            for latency in latencies {
+                let micros = u64::try_from(latency.as_micros())
+                    .unwrap_or(u64::MAX)
+                    .max(1);
+                histogram.saturating_record(micros);
+            }
+        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.records
+            .fetch_add(latencies.len() as u64, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     /// One request that failed as a whole.
     pub fn error(&self, kind: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
@@ -164,11 +182,11 @@ impl Drop for Progress {
 }
 
 /// Microseconds to milliseconds.
-fn ms(micros: u64) -> f64 {
+pub fn ms(micros: u64) -> f64 {
     micros as f64 / 1000.0
 }
 
-fn round3(value: f64) -> f64 {
+pub fn round3(value: f64) -> f64 {
     if value.is_finite() {
         (value * 1000.0).round() / 1000.0
     } else {
@@ -194,6 +212,8 @@ pub struct Report {
     pub target_rate: Option<f64>,
     /// Workload-specific fields appended to the JSON line.
     pub extra: Vec<(&'static str, Value)>,
+    /// Replaces the standard human-readable line (workloads whose figures differ in kind).
+    pub human: Option<String>,
     pub error_kinds: BTreeMap<String, u64>,
 }
 
@@ -213,6 +233,7 @@ impl Report {
             batch: None,
             target_rate: None,
             extra: Vec::new(),
+            human: None,
             error_kinds: stats.error_kinds(),
         }
     }
@@ -233,7 +254,7 @@ impl Report {
         self.requests as f64 / self.seconds()
     }
 
-    fn quantile_ms(&self, quantile: f64) -> f64 {
+    pub fn quantile_ms(&self, quantile: f64) -> f64 {
         if self.histogram.is_empty() {
             0.0
         } else {
@@ -241,7 +262,7 @@ impl Report {
         }
     }
 
-    fn max_ms(&self) -> f64 {
+    pub fn max_ms(&self) -> f64 {
         if self.histogram.is_empty() {
             0.0
         } else {
@@ -301,6 +322,9 @@ impl Report {
 
     /// One line for people.
     pub fn human_line(&self) -> String {
+        if let Some(line) = &self.human {
+            return line.clone();
+        }
         let mut line = format!(
             "{:<16} {:>10.0} records/s {:>8.1} MB/s {:>8.1} req/s | p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms | errors {}",
             self.workload,
