@@ -557,9 +557,14 @@ impl Broker {
             .ok_or_else(|| self.stream_not_found(&stream.name))
     }
 
-    fn spawn_retention(&self) {
+    /// Runs `pass` every `interval` until shutdown; a failed pass is logged and retried at
+    /// the next tick.
+    fn spawn_periodic<F, Fut, T>(&self, interval: Duration, what: &'static str, pass: F)
+    where
+        F: Fn(Broker) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, BrokerError>> + Send,
+    {
         let broker = self.clone();
-        let interval = self.inner.config.retention_check_interval;
         self.inner.tasks.spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             loop {
@@ -567,11 +572,19 @@ impl Broker {
                     _ = broker.inner.cancel.cancelled() => return,
                     _ = ticker.tick() => {}
                 }
-                if let Err(error) = broker.enforce_retention().await {
-                    tracing::error!(error = %error, "retention pass failed");
+                if let Err(error) = pass(broker.clone()).await {
+                    tracing::warn!(error = %error, pass = what, "background pass failed");
                 }
             }
         });
+    }
+
+    fn spawn_retention(&self) {
+        self.spawn_periodic(
+            self.inner.config.retention_check_interval,
+            "retention",
+            |broker| async move { broker.enforce_retention().await },
+        );
     }
 
     /// Deletes whole segments older than each stream's retention period.

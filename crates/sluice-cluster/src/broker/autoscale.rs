@@ -229,20 +229,11 @@ impl Broker {
     }
 
     pub(super) fn spawn_autoscaler(&self) {
-        let broker = self.clone();
-        let interval = self.inner.config.autoscale_interval;
-        self.inner.tasks.spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            loop {
-                tokio::select! {
-                    _ = broker.inner.cancel.cancelled() => return,
-                    _ = ticker.tick() => {}
-                }
-                if let Err(error) = broker.autoscale_pass().await {
-                    tracing::warn!(error = %error, "scaling pass failed");
-                }
-            }
-        });
+        self.spawn_periodic(
+            self.inner.config.autoscale_interval,
+            "scaling",
+            |broker| async move { broker.autoscale_pass().await },
+        );
     }
 
     /// Sets or clears a stream's scaling policy.

@@ -199,6 +199,20 @@ async fn active_consumer(broker: &Broker, stream: &str, name: &str) -> String {
     panic!("consumer {name} never became active");
 }
 
+/// Skips events until the subscription ends; returns how it ended.
+async fn end_of(subscription: &mut Subscription) -> Option<Result<SubscriptionEvent, BrokerError>> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match subscription.next().await {
+                Some(Ok(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the subscription ends within 10 s")
+}
+
 async fn next_event(subscription: &mut Subscription) -> SubscriptionEvent {
     tokio::time::timeout(Duration::from_secs(10), subscription.next())
         .await
@@ -284,16 +298,7 @@ async fn subscriptions_push_committed_records_then_child_shards() {
         )
         .await
         .unwrap();
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match old.next().await {
-                Some(Ok(_)) => continue,
-                other => return other,
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let ended = end_of(&mut old).await;
     assert!(
         matches!(ended, Some(Err(BrokerError::InUse(_)))),
         "{ended:?}"
@@ -483,16 +488,7 @@ async fn deregistering_a_consumer_ends_its_subscriptions() {
         .unwrap();
     next_event(&mut subscription).await;
     broker.deregister_consumer("s", "app").await.unwrap();
-    let ended = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match subscription.next().await {
-                Some(Ok(_)) => continue,
-                other => return other,
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let ended = end_of(&mut subscription).await;
     assert!(
         matches!(ended, Some(Err(BrokerError::NotFound(_)))),
         "{ended:?}"
