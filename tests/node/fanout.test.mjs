@@ -6,14 +6,10 @@
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { createConnection, createServer } from "node:net";
-import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { fileURLToPath } from "node:url";
 import { randomBytes } from "node:crypto";
+
+import { poll, startServer } from "./server.mjs";
 
 import {
   CreateStreamCommand,
@@ -29,8 +25,6 @@ import {
   SubscribeToShardCommand,
 } from "@aws-sdk/client-kinesis";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const binary = resolve(process.env.SLUICE_BIN ?? join(here, "..", "..", "target", "debug", "sluice"));
 const streamName = `js-efo-${randomBytes(5).toString("hex")}`;
 const streamARN = `arn:aws:kinesis:us-east-1:000000000000:stream/${streamName}`;
 const firstShard = "shardId-000000000000";
@@ -40,43 +34,9 @@ const encoder = new TextEncoder();
 const EVENT_TIMEOUT_MS = 15_000;
 
 let server;
-let serverLog = "";
-let dataDir;
 let client;
 // Subscriptions still open when a test fails are aborted in `after`.
 const subscriptions = new Set();
-
-async function freePort() {
-  const probe = createServer();
-  await new Promise((ok, fail) => {
-    probe.once("error", fail);
-    probe.listen(0, "127.0.0.1", ok);
-  });
-  const { port } = probe.address();
-  await new Promise((ok) => probe.close(ok));
-  return port;
-}
-
-function canConnect(port) {
-  return new Promise((ok) => {
-    const socket = createConnection({ host: "127.0.0.1", port });
-    socket.once("connect", () => {
-      socket.destroy();
-      ok(true);
-    });
-    socket.once("error", () => ok(false));
-  });
-}
-
-async function poll(what, check, timeoutMs = 15_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
 
 /** Rejects if `promise` has not settled within `ms`. */
 async function within(ms, what, promise) {
@@ -144,40 +104,9 @@ async function nextEvent(subscription) {
 }
 
 before(async () => {
-  assert.ok(existsSync(binary), `sluice binary not found at ${binary} (set SLUICE_BIN)`);
-  dataDir = mkdtempSync(join(tmpdir(), "sluice-js-efo-"));
-  const kinesisPort = await freePort();
-  const grpcPort = await freePort();
-  server = spawn(
-    binary,
-    [
-      "server",
-      "--data-dir", join(dataDir, "data"),
-      "--kinesis-addr", `127.0.0.1:${kinesisPort}`,
-      "--grpc-addr", `127.0.0.1:${grpcPort}`,
-      "--fsync", "false",
-    ],
-    {
-      env: { ...process.env, SLUICE_LOG_LEVEL: process.env.SLUICE_LOG_LEVEL ?? "warn" },
-      stdio: ["ignore", "pipe", "pipe"],
-    },
-  );
-  server.stdout.on("data", (chunk) => (serverLog += chunk));
-  server.stderr.on("data", (chunk) => (serverLog += chunk));
-
-  await poll(
-    "the Kinesis port",
-    async () => {
-      if (server.exitCode !== null) {
-        throw new Error(`sluice exited with ${server.exitCode}:\n${serverLog}`);
-      }
-      return canConnect(kinesisPort);
-    },
-    30_000,
-  );
-
+  server = await startServer("sluice-js-efo");
   client = new KinesisClient({
-    endpoint: `http://127.0.0.1:${kinesisPort}`,
+    endpoint: server.endpoint,
     region: "us-east-1",
     credentials: { accessKeyId: "x", secretAccessKey: "x" },
   });
@@ -187,17 +116,7 @@ after(async () => {
   for (const subscription of subscriptions) subscription.abort();
   // Close the HTTP/2 sessions, or the process would stay alive.
   client?.destroy();
-  if (server && server.exitCode === null && server.signalCode === null) {
-    const exited = new Promise((ok) => server.once("exit", ok));
-    server.kill("SIGTERM");
-    const stopped = await Promise.race([exited.then(() => true), sleep(10_000, false, { ref: false })]);
-    if (!stopped) {
-      server.kill("SIGKILL");
-      await exited;
-    }
-  }
-  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
-  assert.ok(!serverLog.includes("panicked"), `sluice panicked:\n${serverLog}`);
+  await server?.stop();
 });
 
 test("the client talks HTTP/2 (default handler)", () => {
