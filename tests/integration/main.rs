@@ -5,6 +5,7 @@ mod cli;
 mod durability;
 mod errors;
 mod fanout;
+mod grpc;
 mod protocol;
 mod records;
 mod resharding;

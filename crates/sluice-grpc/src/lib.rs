@@ -2,7 +2,12 @@
 //! the one mapping from broker errors to `tonic::Status`.
 //!
 //! Knows nothing of Kinesis JSON/CBOR shapes or storage. Entry functions:
-//! [`node_service`], [`streams_service`], [`fan_out_service`].
+//! [`node_service`], [`streams_service`], [`fan_out_service`], [`data_service`].
+
+mod admin;
+mod data;
+
+pub use data::{DataApi, data_service};
 
 use sluice_cluster::{Broker, BrokerError, IteratorStart, ScalingPolicy, Subscription};
 use sluice_proto::v1 as pb;
@@ -128,6 +133,102 @@ impl Streams for StreamsApi {
                 cooldown_secs: p.cooldown_secs,
             }),
         }))
+    }
+
+    #[tracing::instrument(name = "grpc.create_stream", skip_all, fields(stream = %request.get_ref().stream_name))]
+    async fn create_stream(
+        &self,
+        request: Request<pb::CreateStreamRequest>,
+    ) -> Result<Response<pb::CreateStreamResponse>, Status> {
+        admin::create_stream(&self.broker, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(name = "grpc.delete_stream", skip_all, fields(stream = %request.get_ref().stream_name))]
+    async fn delete_stream(
+        &self,
+        request: Request<pb::DeleteStreamRequest>,
+    ) -> Result<Response<pb::DeleteStreamResponse>, Status> {
+        admin::delete_stream(&self.broker, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(name = "grpc.describe_stream", skip_all, fields(stream = %request.get_ref().stream_name))]
+    async fn describe_stream(
+        &self,
+        request: Request<pb::DescribeStreamRequest>,
+    ) -> Result<Response<pb::DescribeStreamResponse>, Status> {
+        admin::describe_stream(&self.broker, request.into_inner()).map(Response::new)
+    }
+
+    #[tracing::instrument(name = "grpc.list_streams", skip_all)]
+    async fn list_streams(
+        &self,
+        request: Request<pb::ListStreamsRequest>,
+    ) -> Result<Response<pb::ListStreamsResponse>, Status> {
+        admin::list_streams(&self.broker, request.into_inner()).map(Response::new)
+    }
+
+    #[tracing::instrument(name = "grpc.split_shard", skip_all, fields(stream = %request.get_ref().stream_name))]
+    async fn split_shard(
+        &self,
+        request: Request<pb::SplitShardRequest>,
+    ) -> Result<Response<pb::SplitShardResponse>, Status> {
+        admin::split_shard(&self.broker, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(name = "grpc.merge_shards", skip_all, fields(stream = %request.get_ref().stream_name))]
+    async fn merge_shards(
+        &self,
+        request: Request<pb::MergeShardsRequest>,
+    ) -> Result<Response<pb::MergeShardsResponse>, Status> {
+        admin::merge_shards(&self.broker, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(name = "grpc.update_shard_count", skip_all, fields(stream = %request.get_ref().stream_name))]
+    async fn update_shard_count(
+        &self,
+        request: Request<pb::UpdateShardCountRequest>,
+    ) -> Result<Response<pb::UpdateShardCountResponse>, Status> {
+        admin::update_shard_count(&self.broker, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(name = "grpc.set_retention", skip_all, fields(stream = %request.get_ref().stream_name))]
+    async fn set_retention(
+        &self,
+        request: Request<pb::SetRetentionRequest>,
+    ) -> Result<Response<pb::SetRetentionResponse>, Status> {
+        admin::set_retention(&self.broker, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(name = "grpc.add_tags", skip_all, fields(stream = %request.get_ref().stream_name))]
+    async fn add_tags(
+        &self,
+        request: Request<pb::AddTagsRequest>,
+    ) -> Result<Response<pb::AddTagsResponse>, Status> {
+        admin::add_tags(&self.broker, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(name = "grpc.remove_tags", skip_all, fields(stream = %request.get_ref().stream_name))]
+    async fn remove_tags(
+        &self,
+        request: Request<pb::RemoveTagsRequest>,
+    ) -> Result<Response<pb::RemoveTagsResponse>, Status> {
+        admin::remove_tags(&self.broker, request.into_inner())
+            .await
+            .map(Response::new)
     }
 }
 

@@ -97,6 +97,7 @@ pub async fn serve(
     let grpc_service = sluice_grpc::node_service(broker.clone(), kinesis_addr.to_string());
     let streams_service = sluice_grpc::streams_service(broker.clone());
     let fan_out_service = sluice_grpc::fan_out_service(broker.clone());
+    let data_service = sluice_grpc::data_service(broker.clone());
     let mut grpc_stop = stop_rx.clone();
     tasks.spawn(async move {
         let incoming = tonic::transport::server::TcpIncoming::from(listeners.grpc);
@@ -104,6 +105,7 @@ pub async fn serve(
             .add_service(grpc_service)
             .add_service(streams_service)
             .add_service(fan_out_service)
+            .add_service(data_service)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = grpc_stop.wait_for(|stop| *stop).await;
             })

@@ -1,0 +1,315 @@
+//! The `sluice.v1.Data` service: PutRecords with the Kinesis limits, and ReadShard, a
+//! server stream over repeated `Broker::get_records` calls.
+
+use crate::admin::{shard_id, stream_name, violation};
+use crate::status_of;
+use sluice_cluster::{Broker, BrokerError, GetRecordsOutput, IteratorStart, PutRecordInput};
+use sluice_proto::v1 as pb;
+use sluice_proto::v1::data_server::{Data, DataServer};
+use sluice_types::SequenceNumber;
+use sluice_types::limits::{
+    MAX_GET_RECORDS, MAX_PUT_RECORDS, MAX_PUT_RECORDS_BYTES, MAX_RECORD_BYTES,
+};
+use std::pin::Pin;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+
+/// The longest pause between reads of a caught-up shard.
+const MAX_POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// The first pause once a shard is caught up.
+const MIN_POLL_INTERVAL: Duration = Duration::from_millis(5);
+/// The pause after a provisioned shard refused a read (5 reads per second per shard).
+const THROTTLED_PAUSE: Duration = Duration::from_millis(200);
+/// Longest partition key, in characters.
+const MAX_PARTITION_KEY_CHARS: usize = 256;
+
+/// The `sluice.v1.Data` service.
+pub struct DataApi {
+    broker: Broker,
+}
+
+/// Requests may be larger than tonic's 4 MiB default, so that a PutRecords call over the
+/// 5 MiB limit gets the Kinesis error rather than a transport one.
+const MAX_REQUEST_BYTES: usize = 2 * MAX_PUT_RECORDS_BYTES;
+
+pub fn data_service(broker: Broker) -> DataServer<DataApi> {
+    DataServer::new(DataApi { broker }).max_decoding_message_size(MAX_REQUEST_BYTES)
+}
+
+type BatchStream =
+    Pin<Box<dyn futures_core::Stream<Item = Result<pb::ReadShardBatch, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Data for DataApi {
+    type ReadShardStream = BatchStream;
+
+    #[tracing::instrument(name = "grpc.put_records", skip_all, fields(stream = %request.get_ref().stream_name))]
+    async fn put_records(
+        &self,
+        request: Request<pb::PutRecordsRequest>,
+    ) -> Result<Response<pb::PutRecordsResponse>, Status> {
+        let request = request.into_inner();
+        let name = stream_name(&request.stream_name)?;
+        let count = request.records.len();
+        if count == 0 || count > MAX_PUT_RECORDS {
+            return Err(violation(
+                Some(&format!("[{count} records]")),
+                "records",
+                &format!("Member must have length between 1 and {MAX_PUT_RECORDS}"),
+            ));
+        }
+        let mut total = 0usize;
+        for (i, record) in request.records.iter().enumerate() {
+            let key_chars = record.partition_key.chars().count();
+            if key_chars == 0 || key_chars > MAX_PARTITION_KEY_CHARS {
+                return Err(violation(
+                    Some(&record.partition_key),
+                    &format!("records.{}.member.partitionKey", i + 1),
+                    &format!("Member must have length between 1 and {MAX_PARTITION_KEY_CHARS}"),
+                ));
+            }
+            let size = record.data.len() + record.partition_key.len();
+            if size > MAX_RECORD_BYTES {
+                let len = record.data.len();
+                return Err(violation(
+                    Some(&format!(
+                        "java.nio.HeapByteBuffer[pos=0 lim={len} cap={len}]"
+                    )),
+                    &format!("records.{}.member.data", i + 1),
+                    &format!("Member must have length less than or equal to {MAX_RECORD_BYTES}"),
+                ));
+            }
+            total += size;
+        }
+        if total > MAX_PUT_RECORDS_BYTES {
+            return Err(status_of(BrokerError::InvalidArgument(
+                "Records size exceeds 5 MB limit".to_owned(),
+            )));
+        }
+        // As Kinesis does: the stream is looked up before the hash keys are read.
+        let stream = self.broker.stream(name).map_err(status_of)?;
+        if !matches!(
+            stream.status,
+            sluice_cluster::StreamStatus::Active | sluice_cluster::StreamStatus::Updating
+        ) {
+            return Err(status_of(BrokerError::NotFound(format!(
+                "Stream {name} under account {} not found.",
+                self.broker.identity().account
+            ))));
+        }
+        let mut records = Vec::with_capacity(count);
+        for record in request.records {
+            let explicit_hash_key = match record.explicit_hash_key {
+                None => None,
+                Some(text) => Some(text.parse::<u128>().ok().filter(|_| !text.starts_with('+')).ok_or_else(|| {
+                    status_of(BrokerError::InvalidArgument(format!(
+                        "Invalid ExplicitHashKey. ExplicitHashKey must be in the range: [0, 2^128-1]. Specified value was {text}"
+                    )))
+                })?),
+            };
+            records.push(PutRecordInput {
+                partition_key: record.partition_key,
+                explicit_hash_key,
+                data: record.data,
+            });
+        }
+        let results = self
+            .broker
+            .put_records(name, records)
+            .await
+            .map_err(status_of)?;
+        let failed = results.iter().filter(|r| r.is_err()).count() as u32;
+        Ok(Response::new(pb::PutRecordsResponse {
+            failed_record_count: failed,
+            records: results
+                .into_iter()
+                .map(|result| pb::PutRecordsResultEntry {
+                    result: Some(match result {
+                        Ok(out) => {
+                            pb::put_records_result_entry::Result::Success(pb::PutRecordsSuccess {
+                                shard_id: out.shard.to_string(),
+                                sequence_number: out.sequence.to_string(),
+                            })
+                        }
+                        Err(failure) => {
+                            pb::put_records_result_entry::Result::Error(pb::PutRecordsError {
+                                error_code: failure.code.to_owned(),
+                                error_message: failure.message,
+                            })
+                        }
+                    }),
+                })
+                .collect(),
+        }))
+    }
+
+    #[tracing::instrument(name = "grpc.read_shard", skip_all, fields(stream = %request.get_ref().stream_name, shard = %request.get_ref().shard_id))]
+    async fn read_shard(
+        &self,
+        request: Request<pb::ReadShardRequest>,
+    ) -> Result<Response<BatchStream>, Status> {
+        let request = request.into_inner();
+        let name = stream_name(&request.stream_name)?.to_owned();
+        let shard = shard_id(&self.broker, &name, &request.shard_id)?;
+        let limit = match request.max_records_per_batch as usize {
+            0 => MAX_GET_RECORDS,
+            n if n <= MAX_GET_RECORDS => n,
+            n => {
+                return Err(violation(
+                    Some(&n.to_string()),
+                    "maxRecordsPerBatch",
+                    &format!("Member must have value less than or equal to {MAX_GET_RECORDS}"),
+                ));
+            }
+        };
+        let start = iterator_start(request.starting_position.unwrap_or_default())?;
+        let iterator = self
+            .broker
+            .get_shard_iterator(&name, &shard.to_string(), start.clone())
+            .await
+            .map_err(status_of)?;
+        let reader = Reader {
+            broker: self.broker.clone(),
+            name,
+            shard: shard.to_string(),
+            start,
+            iterator: Some(iterator),
+            last_sequence: None,
+            limit,
+        };
+        Ok(Response::new(Box::pin(batches(reader))))
+    }
+}
+
+/// The broker's starting position for a protobuf one.
+fn iterator_start(position: pb::StartingPosition) -> Result<IteratorStart, Status> {
+    Ok(match pb::StartingPositionType::try_from(position.r#type) {
+        Ok(pb::StartingPositionType::TrimHorizon) => IteratorStart::TrimHorizon,
+        Ok(pb::StartingPositionType::Latest) => IteratorStart::Latest,
+        Ok(pb::StartingPositionType::AtSequenceNumber) => {
+            IteratorStart::AtSequence(position.sequence_number)
+        }
+        Ok(pb::StartingPositionType::AfterSequenceNumber) => {
+            IteratorStart::AfterSequence(position.sequence_number)
+        }
+        Ok(pb::StartingPositionType::AtTimestamp) => {
+            IteratorStart::AtTimestampMs(position.timestamp_ms)
+        }
+        _ => {
+            return Err(status_of(BrokerError::InvalidArgument(
+                "starting_position.type must be set".to_owned(),
+            )));
+        }
+    })
+}
+
+/// One ReadShard call's position in its shard.
+struct Reader {
+    broker: Broker,
+    name: String,
+    shard: String,
+    /// Where the call started, to start again if the iterator expired before any record.
+    start: IteratorStart,
+    /// `None` once the shard is finished.
+    iterator: Option<String>,
+    last_sequence: Option<String>,
+    limit: usize,
+}
+
+impl Reader {
+    /// The next batch with records, or the last one of a finished shard; `None` when the
+    /// shard is finished. Waits while the shard is caught up.
+    async fn next_batch(&mut self) -> Option<Result<pb::ReadShardBatch, Status>> {
+        let mut pause = MIN_POLL_INTERVAL;
+        loop {
+            let iterator = self.iterator.clone()?;
+            match self.broker.get_records(&iterator, self.limit).await {
+                Ok(out) => {
+                    self.iterator = out.next_iterator.clone();
+                    if !out.records.is_empty() || out.child_shards.is_some() {
+                        return Some(Ok(self.batch(out)));
+                    }
+                }
+                Err(BrokerError::ThroughputExceeded(_)) => {
+                    tokio::time::sleep(THROTTLED_PAUSE).await;
+                    continue;
+                }
+                Err(BrokerError::ExpiredIterator(_)) => {
+                    // The client kept us waiting; go on from the last record sent.
+                    let start = match &self.last_sequence {
+                        Some(last) => IteratorStart::AfterSequence(last.clone()),
+                        None => self.start.clone(),
+                    };
+                    match self
+                        .broker
+                        .get_shard_iterator(&self.name, &self.shard, start)
+                        .await
+                    {
+                        Ok(fresh) => {
+                            self.iterator = Some(fresh);
+                            continue;
+                        }
+                        Err(error) => {
+                            self.iterator = None;
+                            return Some(Err(status_of(error)));
+                        }
+                    }
+                }
+                Err(error) => {
+                    self.iterator = None;
+                    return Some(Err(status_of(error)));
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_POLL_INTERVAL);
+        }
+    }
+
+    fn batch(&mut self, out: GetRecordsOutput) -> pb::ReadShardBatch {
+        let records: Vec<pb::Record> = out
+            .records
+            .iter()
+            .map(|r| pb::Record {
+                sequence_number: SequenceNumber::of_record(out.shard, r.offset).to_string(),
+                approximate_arrival_timestamp_ms: r.arrival_ms,
+                data: r.data.clone(),
+                partition_key: r.partition_key.clone(),
+            })
+            .collect();
+        if let Some(last) = records.last() {
+            self.last_sequence = Some(last.sequence_number.clone());
+        }
+        let finished = out.child_shards.is_some();
+        pb::ReadShardBatch {
+            records,
+            millis_behind_latest: out.millis_behind_latest,
+            child_shards: out
+                .child_shards
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| pb::ChildShard {
+                    shard_id: c.shard.to_string(),
+                    parent_shards: c.parents.iter().map(|p| p.to_string()).collect(),
+                    starting_hash_key: c.start_hash.to_string(),
+                    ending_hash_key: c.end_hash.to_string(),
+                })
+                .collect(),
+            continuation_sequence_number: if finished {
+                None
+            } else {
+                self.last_sequence.clone()
+            },
+        }
+    }
+}
+
+/// The batches of one ReadShard call. The stream lives as long as the client reads it:
+/// when the client goes away tonic drops it, and with it any pending read or pause.
+fn batches(
+    reader: Reader,
+) -> impl futures_core::Stream<Item = Result<pb::ReadShardBatch, Status>> + Send {
+    futures_util::stream::unfold(reader, |mut reader| async move {
+        let item = reader.next_batch().await?;
+        Some((item, reader))
+    })
+}
