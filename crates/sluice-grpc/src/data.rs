@@ -182,7 +182,7 @@ impl Data for DataApi {
 }
 
 /// The broker's starting position for a protobuf one.
-fn iterator_start(position: pb::StartingPosition) -> Result<IteratorStart, Status> {
+pub(crate) fn iterator_start(position: pb::StartingPosition) -> Result<IteratorStart, Status> {
     Ok(match pb::StartingPositionType::try_from(position.r#type) {
         Ok(pb::StartingPositionType::TrimHorizon) => IteratorStart::TrimHorizon,
         Ok(pb::StartingPositionType::Latest) => IteratorStart::Latest,

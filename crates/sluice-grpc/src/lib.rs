@@ -9,7 +9,7 @@ mod data;
 
 pub use data::{DataApi, data_service};
 
-use sluice_cluster::{Broker, BrokerError, IteratorStart, ScalingPolicy, Subscription};
+use sluice_cluster::{Broker, BrokerError, ScalingPolicy, Subscription};
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::fan_out_server::{FanOut, FanOutServer};
 use sluice_proto::v1::node_server::{Node, NodeServer};
@@ -256,24 +256,7 @@ impl FanOut for FanOutApi {
     ) -> Result<Response<EventStream>, Status> {
         let request = request.into_inner();
         let position = request.starting_position.unwrap_or_default();
-        let start = match pb::StartingPositionType::try_from(position.r#type) {
-            Ok(pb::StartingPositionType::TrimHorizon) => IteratorStart::TrimHorizon,
-            Ok(pb::StartingPositionType::Latest) => IteratorStart::Latest,
-            Ok(pb::StartingPositionType::AtSequenceNumber) => {
-                IteratorStart::AtSequence(position.sequence_number)
-            }
-            Ok(pb::StartingPositionType::AfterSequenceNumber) => {
-                IteratorStart::AfterSequence(position.sequence_number)
-            }
-            Ok(pb::StartingPositionType::AtTimestamp) => {
-                IteratorStart::AtTimestampMs(position.timestamp_ms)
-            }
-            _ => {
-                return Err(status_of(BrokerError::InvalidArgument(
-                    "starting_position.type must be set".to_owned(),
-                )));
-            }
-        };
+        let start = data::iterator_start(position)?;
         let subscription = self
             .broker
             .subscribe_to_shard(&request.consumer_arn, &request.shard_id, start)
