@@ -28,6 +28,29 @@ async fn active_consumer(client: &aws_sdk_kinesis::Client, stream_arn: &str, nam
     arn
 }
 
+/// SubscribeToShard on shard 0 from LATEST.
+async fn subscribe_latest(
+    client: &aws_sdk_kinesis::Client,
+    consumer: &str,
+) -> Result<
+    aws_sdk_kinesis::operation::subscribe_to_shard::SubscribeToShardOutput,
+    aws_sdk_kinesis::error::SdkError<
+        aws_sdk_kinesis::operation::subscribe_to_shard::SubscribeToShardError,
+    >,
+> {
+    let position = StartingPosition::builder()
+        .r#type(ShardIteratorType::Latest)
+        .build()
+        .expect("a valid starting position");
+    client
+        .subscribe_to_shard()
+        .consumer_arn(consumer)
+        .shard_id("shardId-000000000000")
+        .starting_position(position)
+        .send()
+        .await
+}
+
 #[tokio::test]
 async fn subscribe_to_shard_pushes_records_then_child_shards() {
     let node = Node::start().await;
@@ -36,19 +59,7 @@ async fn subscribe_to_shard_pushes_records_then_child_shards() {
     let stream_arn = "arn:aws:kinesis:us-east-1:000000000000:stream/fan";
     let consumer = active_consumer(&client, stream_arn, "reader").await;
 
-    let mut output = client
-        .subscribe_to_shard()
-        .consumer_arn(&consumer)
-        .shard_id("shardId-000000000000")
-        .starting_position(
-            StartingPosition::builder()
-                .r#type(ShardIteratorType::Latest)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let mut output = subscribe_latest(&client, &consumer).await.unwrap();
     let mut sent = Vec::new();
     for i in 0..5 {
         sent.push(
@@ -83,19 +94,7 @@ async fn subscribe_to_shard_pushes_records_then_child_shards() {
     );
 
     // A second subscription for the same consumer and shard right away is refused.
-    let refused = client
-        .subscribe_to_shard()
-        .consumer_arn(&consumer)
-        .shard_id("shardId-000000000000")
-        .starting_position(
-            StartingPosition::builder()
-                .r#type(ShardIteratorType::Latest)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap_err();
+    let refused = subscribe_latest(&client, &consumer).await.unwrap_err();
     assert!(
         refused
             .as_service_error()

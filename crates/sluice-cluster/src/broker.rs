@@ -455,13 +455,10 @@ impl Broker {
             StreamStatus::Creating | StreamStatus::Updating | StreamStatus::Active => {
                 for shard in &stream.shards {
                     self.open_shard_log(stream, shard.id).await?;
-                    if let Some(ending) = shard.closed {
+                    if shard.closed.is_some() {
                         // A close survives restarts: the metadata says so.
                         let log = self.hosted_shard_log(stream, shard.id)?;
-                        let _ = ending;
-                        let log_for_close = Arc::clone(&log);
-                        tokio::task::spawn_blocking(move || log_for_close.close_blocking())
-                            .await??;
+                        tokio::task::spawn_blocking(move || log.close_blocking()).await??;
                     }
                 }
                 let pending_consumers = stream

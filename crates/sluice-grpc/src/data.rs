@@ -6,7 +6,6 @@ use crate::status_of;
 use sluice_cluster::{Broker, BrokerError, GetRecordsOutput, IteratorStart, PutRecordInput};
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::data_server::{Data, DataServer};
-use sluice_types::SequenceNumber;
 use sluice_types::limits::{
     MAX_GET_RECORDS, MAX_PUT_RECORDS, MAX_PUT_RECORDS_BYTES, MAX_RECORD_BYTES,
 };
@@ -269,12 +268,7 @@ impl Reader {
         let records: Vec<pb::Record> = out
             .records
             .iter()
-            .map(|r| pb::Record {
-                sequence_number: SequenceNumber::of_record(out.shard, r.offset).to_string(),
-                approximate_arrival_timestamp_ms: r.arrival_ms,
-                data: r.data.clone(),
-                partition_key: r.partition_key.clone(),
-            })
+            .map(|r| crate::record_pb(out.shard, r))
             .collect();
         if let Some(last) = records.last() {
             self.last_sequence = Some(last.sequence_number.clone());
@@ -286,13 +280,8 @@ impl Reader {
             child_shards: out
                 .child_shards
                 .unwrap_or_default()
-                .into_iter()
-                .map(|c| pb::ChildShard {
-                    shard_id: c.shard.to_string(),
-                    parent_shards: c.parents.iter().map(|p| p.to_string()).collect(),
-                    starting_hash_key: c.start_hash.to_string(),
-                    ending_hash_key: c.end_hash.to_string(),
-                })
+                .iter()
+                .map(crate::child_shard_pb)
                 .collect(),
             continuation_sequence_number: if finished {
                 None

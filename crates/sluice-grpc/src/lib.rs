@@ -9,7 +9,7 @@ mod data;
 
 pub use data::{DataApi, data_service};
 
-use sluice_cluster::{Broker, BrokerError, ScalingPolicy, Subscription};
+use sluice_cluster::{Broker, BrokerError, ChildShard, ScalingPolicy, StoredRecord, Subscription};
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::fan_out_server::{FanOut, FanOutServer};
 use sluice_proto::v1::node_server::{Node, NodeServer};
@@ -278,26 +278,15 @@ fn events(
                     records: event
                         .records
                         .iter()
-                        .map(|r| pb::Record {
-                            sequence_number: SequenceNumber::of_record(event.shard, r.offset)
-                                .to_string(),
-                            approximate_arrival_timestamp_ms: r.arrival_ms,
-                            data: r.data.clone(),
-                            partition_key: r.partition_key.clone(),
-                        })
+                        .map(|r| record_pb(event.shard, r))
                         .collect(),
                     continuation_sequence_number: event.continuation.map(|c| c.to_string()),
                     millis_behind_latest: event.millis_behind_latest,
                     child_shards: event
                         .child_shards
                         .unwrap_or_default()
-                        .into_iter()
-                        .map(|c| pb::ChildShard {
-                            shard_id: c.shard.to_string(),
-                            parent_shards: c.parents.iter().map(|p| p.to_string()).collect(),
-                            starting_hash_key: c.start_hash.to_string(),
-                            ending_hash_key: c.end_hash.to_string(),
-                        })
+                        .iter()
+                        .map(child_shard_pb)
                         .collect(),
                 };
                 Some((Ok(message), Some(subscription)))
@@ -305,4 +294,24 @@ fn events(
             Err(error) => Some((Err(status_of(error)), None)),
         }
     })
+}
+
+/// A stored record as the protobuf API carries it.
+pub(crate) fn record_pb(shard: sluice_types::ShardId, record: &StoredRecord) -> pb::Record {
+    pb::Record {
+        sequence_number: SequenceNumber::of_record(shard, record.offset).to_string(),
+        approximate_arrival_timestamp_ms: record.arrival_ms,
+        data: record.data.clone(),
+        partition_key: record.partition_key.clone(),
+    }
+}
+
+/// A child shard reported at the end of a closed shard.
+pub(crate) fn child_shard_pb(child: &ChildShard) -> pb::ChildShard {
+    pb::ChildShard {
+        shard_id: child.shard.to_string(),
+        parent_shards: child.parents.iter().map(|p| p.to_string()).collect(),
+        starting_hash_key: child.start_hash.to_string(),
+        ending_hash_key: child.end_hash.to_string(),
+    }
 }

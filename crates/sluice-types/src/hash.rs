@@ -60,11 +60,6 @@ impl HashKeyRange {
             })
             .collect()
     }
-
-    /// True when `other` begins right after this range ends (the MergeShards adjacency rule).
-    pub fn adjacent_to(&self, other: &HashKeyRange) -> bool {
-        self.end.checked_add(1) == Some(other.start) || other.end.checked_add(1) == Some(self.start)
-    }
 }
 
 #[cfg(test)]
