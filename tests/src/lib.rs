@@ -31,6 +31,8 @@ pub struct NodeOptions {
     pub shard_limit: Option<u32>,
     /// AWS's per-shard throughput limits; off unless a test is about them.
     pub throughput_limits: bool,
+    /// Further settings (authentication, TLS, keyring); these win over the ones above.
+    pub config: sluice_server::RawConfig,
 }
 
 impl Node {
@@ -64,6 +66,7 @@ impl Node {
             throughput_limits: Some(options.throughput_limits),
             ..sluice_server::RawConfig::default()
         };
+        let raw = options.config.clone().over(raw);
         let config = sluice_server::Config::from_raw(raw).expect("valid config");
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let listeners = sluice_server::Listeners { kinesis, grpc };

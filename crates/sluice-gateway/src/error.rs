@@ -18,6 +18,14 @@ pub enum ErrorKind {
     UnknownOperation,
     MissingAction,
     InternalFailure,
+    KmsNotFound,
+    KmsDisabled,
+    KmsInvalidState,
+    KmsAccessDenied,
+    MissingAuthenticationToken,
+    IncompleteSignature,
+    UnrecognizedClient,
+    InvalidSignature,
 }
 
 impl ErrorKind {
@@ -37,6 +45,14 @@ impl ErrorKind {
             ErrorKind::UnknownOperation => "UnknownOperationException",
             ErrorKind::MissingAction => "MissingAction",
             ErrorKind::InternalFailure => "InternalFailure",
+            ErrorKind::KmsNotFound => "KMSNotFoundException",
+            ErrorKind::KmsDisabled => "KMSDisabledException",
+            ErrorKind::KmsInvalidState => "KMSInvalidStateException",
+            ErrorKind::KmsAccessDenied => "KMSAccessDeniedException",
+            ErrorKind::MissingAuthenticationToken => "MissingAuthenticationTokenException",
+            ErrorKind::IncompleteSignature => "IncompleteSignatureException",
+            ErrorKind::UnrecognizedClient => "UnrecognizedClientException",
+            ErrorKind::InvalidSignature => "InvalidSignatureException",
         }
     }
 

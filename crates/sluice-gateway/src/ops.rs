@@ -22,6 +22,7 @@ pub enum Operation {
     AddTagsToStream,
     CreateStream,
     DecreaseStreamRetentionPeriod,
+    DeleteResourcePolicy,
     DeleteStream,
     DeregisterStreamConsumer,
     DescribeLimits,
@@ -31,6 +32,7 @@ pub enum Operation {
     DisableEnhancedMonitoring,
     EnableEnhancedMonitoring,
     GetRecords,
+    GetResourcePolicy,
     GetShardIterator,
     IncreaseStreamRetentionPeriod,
     ListShards,
@@ -41,9 +43,12 @@ pub enum Operation {
     MergeShards,
     PutRecord,
     PutRecords,
+    PutResourcePolicy,
     RegisterStreamConsumer,
     RemoveTagsFromStream,
     SplitShard,
+    StartStreamEncryption,
+    StopStreamEncryption,
     SubscribeToShard,
     TagResource,
     UntagResource,
@@ -52,10 +57,11 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 30] = [
+    pub const ALL: [Operation; 35] = [
         Operation::AddTagsToStream,
         Operation::CreateStream,
         Operation::DecreaseStreamRetentionPeriod,
+        Operation::DeleteResourcePolicy,
         Operation::DeleteStream,
         Operation::DeregisterStreamConsumer,
         Operation::DescribeLimits,
@@ -65,6 +71,7 @@ impl Operation {
         Operation::DisableEnhancedMonitoring,
         Operation::EnableEnhancedMonitoring,
         Operation::GetRecords,
+        Operation::GetResourcePolicy,
         Operation::GetShardIterator,
         Operation::IncreaseStreamRetentionPeriod,
         Operation::ListShards,
@@ -75,9 +82,12 @@ impl Operation {
         Operation::MergeShards,
         Operation::PutRecord,
         Operation::PutRecords,
+        Operation::PutResourcePolicy,
         Operation::RegisterStreamConsumer,
         Operation::RemoveTagsFromStream,
         Operation::SplitShard,
+        Operation::StartStreamEncryption,
+        Operation::StopStreamEncryption,
         Operation::SubscribeToShard,
         Operation::TagResource,
         Operation::UntagResource,
@@ -90,6 +100,7 @@ impl Operation {
             Operation::AddTagsToStream => "AddTagsToStream",
             Operation::CreateStream => "CreateStream",
             Operation::DecreaseStreamRetentionPeriod => "DecreaseStreamRetentionPeriod",
+            Operation::DeleteResourcePolicy => "DeleteResourcePolicy",
             Operation::DeleteStream => "DeleteStream",
             Operation::DeregisterStreamConsumer => "DeregisterStreamConsumer",
             Operation::DescribeLimits => "DescribeLimits",
@@ -99,6 +110,7 @@ impl Operation {
             Operation::DisableEnhancedMonitoring => "DisableEnhancedMonitoring",
             Operation::EnableEnhancedMonitoring => "EnableEnhancedMonitoring",
             Operation::GetRecords => "GetRecords",
+            Operation::GetResourcePolicy => "GetResourcePolicy",
             Operation::GetShardIterator => "GetShardIterator",
             Operation::IncreaseStreamRetentionPeriod => "IncreaseStreamRetentionPeriod",
             Operation::ListShards => "ListShards",
@@ -109,9 +121,12 @@ impl Operation {
             Operation::MergeShards => "MergeShards",
             Operation::PutRecord => "PutRecord",
             Operation::PutRecords => "PutRecords",
+            Operation::PutResourcePolicy => "PutResourcePolicy",
             Operation::RegisterStreamConsumer => "RegisterStreamConsumer",
             Operation::RemoveTagsFromStream => "RemoveTagsFromStream",
             Operation::SplitShard => "SplitShard",
+            Operation::StartStreamEncryption => "StartStreamEncryption",
+            Operation::StopStreamEncryption => "StopStreamEncryption",
             Operation::SubscribeToShard => "SubscribeToShard",
             Operation::TagResource => "TagResource",
             Operation::UntagResource => "UntagResource",
@@ -478,6 +493,11 @@ pub async fn handle(
             broker.deregister_consumer(&stream.name, &consumer).await?;
             Ok(obj(vec![]))
         }
+        Operation::StartStreamEncryption => encryption::start(broker, input).await,
+        Operation::StopStreamEncryption => encryption::stop(broker, input).await,
+        Operation::PutResourcePolicy => policy::put(broker, input).await,
+        Operation::GetResourcePolicy => policy::get(broker, input),
+        Operation::DeleteResourcePolicy => policy::delete(broker, input).await,
     }
 }
 
@@ -1347,5 +1367,7 @@ pub(crate) fn child_shards_value(children: &[sluice_cluster::ChildShard]) -> Val
     )
 }
 
+mod encryption;
+mod policy;
 #[cfg(test)]
 mod tests;

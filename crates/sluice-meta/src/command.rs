@@ -1,7 +1,7 @@
 //! Control-plane commands. Each is one entry in the metadata log; applying the same sequence
 //! of commands to an empty state always yields the same state (time comes in the command).
 
-use crate::model::{ScalingPolicy, StreamMode};
+use crate::model::{AccessKey, ScalingPolicy, StreamMode};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -94,28 +94,29 @@ pub enum Command {
         name: String,
         policy: Option<ScalingPolicy>,
     },
-}
-
-impl Command {
-    /// The stream this command touches.
-    pub fn stream(&self) -> &str {
-        match self {
-            Command::CreateStream { name, .. }
-            | Command::ActivateStream { name, .. }
-            | Command::DeleteStream { name, .. }
-            | Command::ForgetStream { name, .. }
-            | Command::SetRetention { name, .. }
-            | Command::AddTags { name, .. }
-            | Command::RemoveTags { name, .. }
-            | Command::SetEnhancedMetrics { name, .. }
-            | Command::SplitShard { name, .. }
-            | Command::MergeShards { name, .. }
-            | Command::UpdateShardCount { name, .. }
-            | Command::UpdateStreamMode { name, .. }
-            | Command::RegisterConsumer { name, .. }
-            | Command::DeregisterConsumer { name, .. }
-            | Command::ForgetConsumer { name, .. }
-            | Command::SetScalingPolicy { name, .. } => name,
-        }
-    }
+    /// StartStreamEncryption (`Some` master key) or StopStreamEncryption (`None`); the
+    /// stream is UPDATING until the change settles.
+    SetEncryption {
+        name: String,
+        key_id: Option<String>,
+    },
+    /// PutResourcePolicy / DeleteResourcePolicy on a stream or one of its consumers.
+    SetResourcePolicy {
+        name: String,
+        consumer: Option<String>,
+        policy: Option<String>,
+    },
+    /// Creates an access key (the secret is kept for signature checks, never answered).
+    CreateAccessKey {
+        key: AccessKey,
+    },
+    DeleteAccessKey {
+        access_key_id: String,
+    },
+    /// Attaches (`Some`) or detaches (`None`) a named identity policy to an access key.
+    SetKeyPolicy {
+        access_key_id: String,
+        policy_name: String,
+        document: Option<String>,
+    },
 }

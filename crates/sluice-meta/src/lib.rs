@@ -13,6 +13,9 @@ mod store;
 
 pub use command::{Command, EndingOffsets};
 pub use error::{CommandError, MetaError};
-pub use model::{Consumer, ConsumerStatus, ScalingPolicy, Shard, Stream, StreamMode, StreamStatus};
+pub use model::{
+    AccessKey, Consumer, ConsumerStatus, ScalingPolicy, Shard, Stream, StreamEncryption,
+    StreamMode, StreamStatus,
+};
 pub use state::{Change, Identity, MetaState};
 pub use store::Meta;

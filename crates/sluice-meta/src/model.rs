@@ -95,6 +95,9 @@ pub struct Consumer {
     pub name: String,
     pub created_ms: u64,
     pub status: ConsumerStatus,
+    /// The consumer's resource policy (a JSON policy document).
+    #[serde(default)]
+    pub resource_policy: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +117,47 @@ pub struct Stream {
     /// Automatic scaling for a provisioned stream (on-demand streams always scale).
     #[serde(default)]
     pub scaling_policy: Option<ScalingPolicy>,
+    /// Server-side encryption (EncryptionType KMS) with this master key.
+    #[serde(default)]
+    pub encryption: Option<StreamEncryption>,
+    /// The stream's resource policy (a JSON policy document), as PutResourcePolicy set it.
+    #[serde(default)]
+    pub resource_policy: Option<String>,
+}
+
+/// A stream's server-side encryption setting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamEncryption {
+    /// The master key as the caller named it (ARN, alias, alias ARN or key id).
+    pub key_id: String,
+}
+
+/// An access key: the id callers sign with, its secret, and the identity policies attached
+/// to it. The secret is needed to verify signatures; it is never answered or logged.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessKey {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// The IAM-style user the key belongs to (principal `arn:aws:iam::<account>:user/<user>`).
+    pub user: String,
+    pub created_ms: u64,
+    /// Allowed everything, policies or not (the bootstrap key).
+    pub admin: bool,
+    /// Named identity policy documents (JSON).
+    pub policies: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for AccessKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKey")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field("user", &self.user)
+            .field("created_ms", &self.created_ms)
+            .field("admin", &self.admin)
+            .field("policies", &self.policies)
+            .finish()
+    }
 }
 
 /// When the scaler splits and merges a stream's shards.

@@ -4,7 +4,9 @@
 
 use crate::command::{Command, EndingOffsets};
 use crate::error::CommandError;
-use crate::model::{Consumer, ConsumerStatus, Shard, Stream, StreamStatus};
+use crate::model::{
+    AccessKey, Consumer, ConsumerStatus, Shard, Stream, StreamEncryption, StreamStatus,
+};
 use sluice_types::limits::{
     DEFAULT_RETENTION_HOURS, MAX_CONSUMERS_PER_STREAM, MAX_RETENTION_HOURS, MAX_TAGS_PER_STREAM,
     MIN_RETENTION_HOURS,
@@ -35,6 +37,8 @@ impl Default for Identity {
 pub enum Change {
     Put(Stream),
     Remove(String),
+    PutKey(AccessKey),
+    RemoveKey(String),
     Nothing,
 }
 
@@ -42,6 +46,8 @@ pub enum Change {
 pub struct MetaState {
     pub identity: Identity,
     pub streams: BTreeMap<String, Stream>,
+    /// Access keys by access key id.
+    pub keys: BTreeMap<String, AccessKey>,
 }
 
 impl MetaState {
@@ -49,6 +55,7 @@ impl MetaState {
         MetaState {
             identity,
             streams: BTreeMap::new(),
+            keys: BTreeMap::new(),
         }
     }
 
@@ -65,6 +72,12 @@ impl MetaState {
             }
             Change::Remove(name) => {
                 self.streams.remove(&name);
+            }
+            Change::PutKey(key) => {
+                self.keys.insert(key.access_key_id.clone(), key);
+            }
+            Change::RemoveKey(id) => {
+                self.keys.remove(&id);
             }
             Change::Nothing => {}
         }
@@ -155,6 +168,8 @@ impl MetaState {
                     mode_changes_ms: Vec::new(),
                     max_record_size_kib: 1024,
                     scaling_policy: None,
+                    encryption: None,
+                    resource_policy: None,
                 }))
             }
             Command::ActivateStream { name, created_ms } => {
@@ -418,6 +433,7 @@ impl MetaState {
                     name: consumer.clone(),
                     created_ms: *now_ms,
                     status: ConsumerStatus::Creating,
+                    resource_policy: None,
                 });
                 Ok(Change::Put(stream))
             }
@@ -448,6 +464,71 @@ impl MetaState {
                 stream.scaling_policy = policy.clone();
                 Ok(Change::Put(stream))
             }
+            Command::SetEncryption { name, key_id } => {
+                let mut stream = self.active(name)?;
+                stream.encryption = key_id.as_ref().map(|key_id| StreamEncryption {
+                    key_id: key_id.clone(),
+                });
+                stream.status = StreamStatus::Updating;
+                Ok(Change::Put(stream))
+            }
+            Command::SetResourcePolicy {
+                name,
+                consumer,
+                policy,
+            } => {
+                let mut stream = self.existing(name)?.clone();
+                match consumer {
+                    None => stream.resource_policy = policy.clone(),
+                    Some(consumer) => {
+                        let Some(entry) = stream.consumers.iter_mut().find(|c| &c.name == consumer)
+                        else {
+                            return Err(self.consumer_not_found(name, consumer));
+                        };
+                        entry.resource_policy = policy.clone();
+                    }
+                }
+                Ok(Change::Put(stream))
+            }
+            Command::CreateAccessKey { key } => {
+                if self.keys.contains_key(&key.access_key_id) {
+                    return Err(CommandError::InUse(format!(
+                        "Access key {} already exists.",
+                        key.access_key_id
+                    )));
+                }
+                Ok(Change::PutKey(key.clone()))
+            }
+            Command::DeleteAccessKey { access_key_id } => {
+                if !self.keys.contains_key(access_key_id) {
+                    return Err(self.key_not_found(access_key_id));
+                }
+                Ok(Change::RemoveKey(access_key_id.clone()))
+            }
+            Command::SetKeyPolicy {
+                access_key_id,
+                policy_name,
+                document,
+            } => {
+                let mut key = self
+                    .keys
+                    .get(access_key_id)
+                    .cloned()
+                    .ok_or_else(|| self.key_not_found(access_key_id))?;
+                match document {
+                    Some(document) => {
+                        key.policies.insert(policy_name.clone(), document.clone());
+                    }
+                    None => {
+                        if key.policies.remove(policy_name).is_none() {
+                            return Err(CommandError::NotFound(format!(
+                                "Policy {policy_name} is not attached to access key {access_key_id}."
+                            )));
+                        }
+                    }
+                }
+                Ok(Change::PutKey(key))
+            }
             Command::ForgetConsumer { name, consumer } => {
                 let Some(stream) = self.streams.get(name) else {
                     return Ok(Change::Nothing);
@@ -459,6 +540,10 @@ impl MetaState {
                 Ok(Change::Put(stream))
             }
         }
+    }
+
+    fn key_not_found(&self, access_key_id: &str) -> CommandError {
+        CommandError::NotFound(format!("Access key {access_key_id} not found."))
     }
 
     pub fn consumer_not_found(&self, stream: &str, consumer: &str) -> CommandError {

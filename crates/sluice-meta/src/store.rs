@@ -6,13 +6,14 @@
 
 use crate::command::Command;
 use crate::error::MetaError;
-use crate::model::Stream;
+use crate::model::{AccessKey, Stream};
 use crate::state::{Change, Identity, MetaState};
 use parking_lot::{Mutex, RwLock};
 use sluice_storage::{EntryRef, Log, LogConfig, MetaStore, SledStore};
 use std::path::Path;
 
 const STREAMS_TREE: &str = "streams";
+const KEYS_TREE: &str = "keys";
 const APPLIED_TREE: &str = "applied";
 const APPLIED_KEY: &[u8] = b"meta";
 
@@ -42,6 +43,10 @@ impl Meta {
         {
             let stream: Stream = serde_json::from_slice(&value).map_err(MetaError::Codec)?;
             state.streams.insert(stream.name.clone(), stream);
+        }
+        for (_, value) in kv.scan_prefix(KEYS_TREE, b"").map_err(MetaError::Store)? {
+            let key: AccessKey = serde_json::from_slice(&value).map_err(MetaError::Codec)?;
+            state.keys.insert(key.access_key_id.clone(), key);
         }
         let applied = kv
             .get(APPLIED_TREE, APPLIED_KEY)
@@ -98,6 +103,12 @@ impl Meta {
                 Some(serde_json::to_vec(stream).map_err(MetaError::Codec)?),
             )),
             Change::Remove(name) => batch.push((STREAMS_TREE, name.as_bytes().to_vec(), None)),
+            Change::PutKey(key) => batch.push((
+                KEYS_TREE,
+                key.access_key_id.as_bytes().to_vec(),
+                Some(serde_json::to_vec(key).map_err(MetaError::Codec)?),
+            )),
+            Change::RemoveKey(id) => batch.push((KEYS_TREE, id.as_bytes().to_vec(), None)),
             Change::Nothing => {}
         }
         batch.push((

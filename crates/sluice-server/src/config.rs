@@ -49,6 +49,18 @@ pub struct RawConfig {
     pub throughput_limits: Option<bool>,
     pub log_level: Option<String>,
     pub log_format: Option<String>,
+    /// `none` (accept any signature) or `sigv4`.
+    pub auth: Option<String>,
+    /// Bootstrap admin key created at first start when authentication is on.
+    pub admin_access_key_id: Option<String>,
+    pub admin_secret_access_key: Option<String>,
+    /// PEM certificate chain and private key: TLS on the Kinesis and gRPC listeners.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: when set, gRPC (node-to-node) clients must present a certificate it signed.
+    pub tls_client_ca: Option<PathBuf>,
+    /// Master keys for encryption at rest (default `<data_dir>/keyring.json`).
+    pub keyring: Option<PathBuf>,
 }
 
 impl RawConfig {
@@ -67,6 +79,15 @@ impl RawConfig {
             throughput_limits: self.throughput_limits.or(lower.throughput_limits),
             log_level: self.log_level.or(lower.log_level),
             log_format: self.log_format.or(lower.log_format),
+            auth: self.auth.or(lower.auth),
+            admin_access_key_id: self.admin_access_key_id.or(lower.admin_access_key_id),
+            admin_secret_access_key: self
+                .admin_secret_access_key
+                .or(lower.admin_secret_access_key),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
+            tls_client_ca: self.tls_client_ca.or(lower.tls_client_ca),
+            keyring: self.keyring.or(lower.keyring),
         }
     }
 
@@ -84,6 +105,8 @@ impl RawConfig {
             throughput_limits: Some(true),
             log_level: Some("info".into()),
             log_format: Some("text".into()),
+            auth: Some("none".into()),
+            ..RawConfig::default()
         }
     }
 
@@ -144,6 +167,13 @@ impl RawConfig {
             throughput_limits: parse_bool("SLUICE_THROUGHPUT_LIMITS")?,
             log_level: get("SLUICE_LOG_LEVEL"),
             log_format: get("SLUICE_LOG_FORMAT"),
+            auth: get("SLUICE_AUTH"),
+            admin_access_key_id: get("SLUICE_ADMIN_ACCESS_KEY_ID"),
+            admin_secret_access_key: get("SLUICE_ADMIN_SECRET_ACCESS_KEY"),
+            tls_cert: get("SLUICE_TLS_CERT").map(PathBuf::from),
+            tls_key: get("SLUICE_TLS_KEY").map(PathBuf::from),
+            tls_client_ca: get("SLUICE_TLS_CLIENT_CA").map(PathBuf::from),
+            keyring: get("SLUICE_KEYRING").map(PathBuf::from),
         })
     }
 }
@@ -152,6 +182,40 @@ impl RawConfig {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// How the Kinesis and gRPC endpoints authenticate callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Any signature (or none) is accepted, as local emulators do.
+    Open,
+    /// AWS Signature Version 4 against the access keys in the metadata state.
+    SigV4,
+}
+
+/// An access key given in the configuration. `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminKey {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for AdminKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminKey")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Certificate files for the node's listeners (reloaded when they change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When set, gRPC clients must present a certificate signed by this CA (mutual TLS).
+    pub client_ca: Option<PathBuf>,
 }
 
 /// The validated configuration.
@@ -170,6 +234,10 @@ pub struct Config {
     pub throughput_limits: bool,
     pub log_level: String,
     pub log_format: LogFormat,
+    pub auth: AuthMode,
+    pub admin_key: Option<AdminKey>,
+    pub tls: Option<TlsFiles>,
+    pub keyring_path: PathBuf,
 }
 
 impl Config {
@@ -188,6 +256,13 @@ impl Config {
             throughput_limits,
             log_level,
             log_format,
+            auth,
+            admin_access_key_id,
+            admin_secret_access_key,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
+            keyring,
         } = raw.over(RawConfig::defaults());
         let addr = |key: &'static str, value: Option<String>| -> Result<SocketAddr, ConfigError> {
             let value = value.unwrap_or_default();
@@ -224,8 +299,78 @@ impl Config {
                 });
             }
         };
+        let auth = match auth.as_deref() {
+            Some("none") | None => AuthMode::Open,
+            Some("sigv4") => AuthMode::SigV4,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "auth",
+                    value: other.to_owned(),
+                    reason: "expected none or sigv4".into(),
+                });
+            }
+        };
+        let admin_key = match (admin_access_key_id, admin_secret_access_key) {
+            (None, None) => None,
+            (Some(access_key_id), Some(secret_access_key)) => {
+                if access_key_id.len() < 16
+                    || access_key_id.len() > 128
+                    || !access_key_id.bytes().all(|b| b.is_ascii_alphanumeric())
+                {
+                    return Err(ConfigError::Invalid {
+                        key: "admin_access_key_id",
+                        value: access_key_id,
+                        reason: "expected 16 to 128 letters and digits".into(),
+                    });
+                }
+                if secret_access_key.len() < 16 {
+                    return Err(ConfigError::Invalid {
+                        key: "admin_secret_access_key",
+                        value: "<redacted>".into(),
+                        reason: "expected at least 16 characters".into(),
+                    });
+                }
+                Some(AdminKey {
+                    access_key_id,
+                    secret_access_key,
+                })
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: "admin_access_key_id",
+                    value: String::new(),
+                    reason: "the admin access key id and secret access key go together".into(),
+                });
+            }
+        };
+        let tls = match (tls_cert, tls_key) {
+            (None, None) => {
+                if let Some(ca) = tls_client_ca {
+                    return Err(ConfigError::Invalid {
+                        key: "tls_client_ca",
+                        value: ca.display().to_string(),
+                        reason: "mutual TLS needs tls_cert and tls_key too".into(),
+                    });
+                }
+                None
+            }
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert,
+                key,
+                client_ca: tls_client_ca,
+            }),
+            (Some(path), None) | (None, Some(path)) => {
+                return Err(ConfigError::Invalid {
+                    key: "tls_cert",
+                    value: path.display().to_string(),
+                    reason: "tls_cert and tls_key go together".into(),
+                });
+            }
+        };
+        let data_dir = data_dir.unwrap_or_else(|| PathBuf::from("./data"));
+        let keyring_path = keyring.unwrap_or_else(|| data_dir.join("keyring.json"));
         Ok(Config {
-            data_dir: data_dir.unwrap_or_else(|| PathBuf::from("./data")),
+            data_dir,
             kinesis_addr: addr("kinesis_addr", kinesis_addr)?,
             grpc_addr: addr("grpc_addr", grpc_addr)?,
             region: region.unwrap_or_else(|| "us-east-1".into()),
@@ -239,6 +384,10 @@ impl Config {
             throughput_limits: throughput_limits.unwrap_or(true),
             log_level: log_level.unwrap_or_else(|| "info".into()),
             log_format,
+            auth,
+            admin_key,
+            tls,
+            keyring_path,
         })
     }
 }

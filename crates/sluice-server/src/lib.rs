@@ -7,7 +7,7 @@
 
 mod config;
 
-pub use config::{Config, ConfigError, LogFormat, RawConfig};
+pub use config::{AdminKey, AuthMode, Config, ConfigError, LogFormat, RawConfig, TlsFiles};
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;

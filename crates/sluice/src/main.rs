@@ -67,6 +67,21 @@ struct ServerArgs {
     /// Log format: text or json.
     #[arg(long)]
     log_format: Option<String>,
+    /// Authentication: none (any signature accepted) or sigv4.
+    #[arg(long)]
+    auth: Option<String>,
+    /// PEM certificate chain for TLS on the Kinesis and gRPC listeners.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// PEM CA bundle: require gRPC clients to present a certificate it signed (mutual TLS).
+    #[arg(long)]
+    tls_client_ca: Option<PathBuf>,
+    /// Master keyring file for encryption at rest (default <data-dir>/keyring.json).
+    #[arg(long)]
+    keyring: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -90,6 +105,11 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         throughput_limits: args.throughput_limits,
         log_level: args.log_level,
         log_format: args.log_format,
+        auth: args.auth,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        tls_client_ca: args.tls_client_ca,
+        keyring: args.keyring,
         ..RawConfig::default()
     };
     let config_file = args
