@@ -1,8 +1,10 @@
 //! Black-box suites: the official AWS SDK for Rust (and raw HTTP for what no SDK would
 //! send) against real nodes.
 
+mod auth;
 mod cli;
 mod durability;
+mod encryption;
 mod errors;
 mod fanout;
 mod grpc;
@@ -11,6 +13,7 @@ mod records;
 mod resharding;
 mod streams;
 mod throttling;
+mod tls;
 
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;

@@ -14,6 +14,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod signing;
+
 /// A node running inside the test process.
 pub struct Node {
     pub kinesis_addr: SocketAddr,
@@ -117,19 +119,22 @@ impl Drop for Node {
     }
 }
 
-/// An AWS SDK client for an endpoint, with dummy credentials (the node accepts any).
+/// An AWS SDK client for an endpoint, with dummy credentials (an open node accepts any).
 pub fn client_for(endpoint: &str) -> aws_sdk_kinesis::Client {
+    client_with_key(endpoint, "AKIDEXAMPLE", "secret")
+}
+
+/// An AWS SDK client that signs with the given access key.
+pub fn client_with_key(
+    endpoint: &str,
+    access_key_id: &str,
+    secret: &str,
+) -> aws_sdk_kinesis::Client {
     let http_client = aws_smithy_http_client::Builder::new().build_http();
     let config = aws_sdk_kinesis::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            "AKIDEXAMPLE",
-            "secret",
-            None,
-            None,
-            "tests",
-        ))
+        .credentials_provider(Credentials::new(access_key_id, secret, None, None, "tests"))
         .endpoint_url(endpoint)
         .http_client(http_client)
         // Tests see every answer as the server gave it, throttling included.
@@ -236,12 +241,6 @@ pub async fn raw_request_version(
     body: Vec<u8>,
     http2: bool,
 ) -> RawResponse {
-    let mut builder =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
-    if http2 {
-        builder.http2_only(true);
-    }
-    let client = builder.build_http::<Full<bytes::Bytes>>();
     let mut request =
         hyper::Request::post(format!("http://{addr}/")).header("content-type", content_type);
     if let Some(target) = target {
@@ -250,6 +249,17 @@ pub async fn raw_request_version(
     let request = request
         .body(Full::new(bytes::Bytes::from(body)))
         .expect("request");
+    send(request, http2).await
+}
+
+/// Sends a prepared request over HTTP/1.1 or cleartext HTTP/2 with prior knowledge.
+pub async fn send(request: hyper::Request<Full<bytes::Bytes>>, http2: bool) -> RawResponse {
+    let mut builder =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
+    if http2 {
+        builder.http2_only(true);
+    }
+    let client = builder.build_http::<Full<bytes::Bytes>>();
     let response = client.request(request).await.expect("send request");
     let status = response.status().as_u16();
     let content_type = response

@@ -13,7 +13,7 @@ use parking_lot::RwLock;
 use sluice_meta::{
     Command, EndingOffsets, Identity, Meta, MetaState, Stream, StreamMode, StreamStatus,
 };
-use sluice_storage::LogConfig;
+use sluice_storage::{KeyProvider, LocalKeyring, LogConfig};
 use sluice_types::limits::{ITERATOR_TTL_MS, MAX_GET_RECORDS_BYTES};
 use sluice_types::{SequenceNumber, ShardId, partition_key_hash};
 use std::collections::{BTreeMap, HashMap};
@@ -49,6 +49,9 @@ pub struct BrokerConfig {
     pub shard_limits: ShardLimitsConfig,
     /// How often the scaler looks at on-demand streams and scaling policies.
     pub autoscale_interval: Duration,
+    /// Master keys for encrypted streams (see [`open_local_keyring`]). The default holds
+    /// no key, so every StartStreamEncryption answers KMSNotFoundException.
+    pub keys: Arc<dyn KeyProvider>,
 }
 
 impl BrokerConfig {
@@ -62,6 +65,7 @@ impl BrokerConfig {
             clock: system_clock(),
             shard_limits: ShardLimitsConfig::default(),
             autoscale_interval: Duration::from_secs(30),
+            keys: Arc::new(LocalKeyring::empty()),
         }
     }
 }
@@ -536,8 +540,9 @@ impl Broker {
         let span =
             tracing::info_span!("shard.writer", stream = %stream.name, shard = %ShardId(shard));
         let limits = ShardLimits::new(&self.inner.config.shard_limits, self.now_ms());
+        let keys = Arc::clone(&self.inner.config.keys);
         let opened = tokio::task::spawn_blocking(move || {
-            ShardLog::open(&dir, config, &tasks, cancel, &runtime, span, limits)
+            ShardLog::open(&dir, config, keys, &tasks, cancel, &runtime, span, limits)
         })
         .await??;
         self.inner.shards.write().insert(key, Arc::clone(&opened));
@@ -632,6 +637,8 @@ impl Broker {
                 break;
             }
             let stream = self.writable_stream(name)?;
+            // Records are encrypted under the key the stream has when they are routed.
+            let key = self.stream_key(&stream)?;
             let mut open: Vec<&sluice_meta::Shard> = stream.open_shards().collect();
             open.sort_by_key(|s| s.start_hash);
             let mut batches: BTreeMap<u32, Vec<(usize, PutRecordInput)>> = BTreeMap::new();
@@ -692,12 +699,13 @@ impl Broker {
                 if batch.is_empty() {
                     continue;
                 }
+                let key = key.clone();
                 appends.spawn(async move {
                     let data: Vec<(String, Bytes)> = batch
                         .iter()
                         .map(|(_, r)| (r.partition_key.clone(), r.data.clone()))
                         .collect();
-                    let outcome = log.append(data, now).await;
+                    let outcome = log.append(data, now, key).await;
                     (shard, batch, outcome)
                 });
             }
@@ -957,10 +965,14 @@ fn format_time(ms: u64) -> String {
     )
 }
 
+mod access;
 mod autoscale;
+mod encryption;
 mod subscribe;
 
+pub use access::{AccessKeySummary, Caller, NewAccessKey};
 pub use autoscale::ScalingDecision;
+pub use encryption::open_local_keyring;
 
 pub use subscribe::{Subscription, SubscriptionEvent};
 

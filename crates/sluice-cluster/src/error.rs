@@ -2,7 +2,7 @@
 //! gateway and the gRPC service map them to the wire, each in one place.
 
 use sluice_meta::{CommandError, MetaError};
-use sluice_storage::StorageError;
+use sluice_storage::{KeyError, StorageError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -20,6 +20,19 @@ pub enum BrokerError {
     ExpiredIterator(String),
     #[error("{0}")]
     ThroughputExceeded(String),
+    /// The caller's policies do not allow the call (AWS's AccessDeniedException message).
+    #[error("{0}")]
+    AccessDenied(String),
+    /// The stream's KMS key (or the one a caller named) does not exist (AWS's
+    /// KMSNotFoundException message).
+    #[error("{0}")]
+    KmsNotFound(String),
+    /// The KMS key exists but is disabled (AWS's KMSDisabledException message).
+    #[error("{0}")]
+    KmsDisabled(String),
+    /// The node's key provider failed (an unusable keyring file, corrupt key material).
+    #[error("key provider")]
+    Keyring(#[source] KeyError),
     #[error("shard storage")]
     Storage(#[from] StorageError),
     #[error("shard storage")]

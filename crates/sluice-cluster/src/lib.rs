@@ -14,13 +14,15 @@ mod record;
 mod shard;
 pub mod throttle;
 
+pub use broker::open_local_keyring;
 pub use broker::{
-    Broker, BrokerConfig, ChildShard, Clock, GetRecordsOutput, IteratorStart, PutRecordFailure,
-    PutRecordInput, PutRecordOutput, ScalingDecision, Subscription, SubscriptionEvent,
-    system_clock,
+    AccessKeySummary, Broker, BrokerConfig, Caller, ChildShard, Clock, GetRecordsOutput,
+    IteratorStart, NewAccessKey, PutRecordFailure, PutRecordInput, PutRecordOutput,
+    ScalingDecision, Subscription, SubscriptionEvent, system_clock,
 };
 pub use error::BrokerError;
 pub use record::StoredRecord;
 pub use sluice_meta::{
     Consumer, ConsumerStatus, Identity, ScalingPolicy, Shard, Stream, StreamMode, StreamStatus,
 };
+pub use sluice_storage::{KeyProvider, LocalKeyring};

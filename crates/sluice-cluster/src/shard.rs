@@ -1,12 +1,13 @@
-//! One shard's log on this node: the append path (timestamps, group-committed fsync) and
-//! the read path (only up to the commit point).
+//! One shard's log on this node: the append path (timestamps, group-committed fsync,
+//! encryption under the stream's current key) and the read path (only up to the commit
+//! point; encrypted batches are opened by the log).
 
 use crate::error::BrokerError;
 use crate::record::{self, StoredRecord};
 use crate::throttle::ShardLimits;
 use bytes::Bytes;
 use parking_lot::Mutex;
-use sluice_storage::{EntryRef, Log, LogConfig};
+use sluice_storage::{EncryptionKey, EntryRef, KeyProvider, Log, LogConfig, StorageError};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,6 +44,8 @@ struct Shared {
 struct PendingAppend {
     records: Vec<(String, Bytes)>,
     now_ms: u64,
+    /// The master key to encrypt under: the stream's key when the append was routed.
+    key: Option<EncryptionKey>,
     reply: oneshot::Sender<Result<Appended, AppendError>>,
 }
 
@@ -65,17 +68,20 @@ pub(crate) struct Appended {
 
 impl ShardLog {
     /// Opens (recovering) the log and starts its writer task on `tasks`. The task ends when
-    /// the `ShardLog` is dropped.
+    /// the `ShardLog` is dropped. `keys` unwraps the data keys of encrypted segments and
+    /// wraps new ones.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         dir: &Path,
         config: LogConfig,
+        keys: Arc<dyn KeyProvider>,
         tasks: &TaskTracker,
         cancel: CancellationToken,
         runtime: &tokio::runtime::Handle,
         span: tracing::Span,
         limits: ShardLimits,
     ) -> Result<Arc<ShardLog>, BrokerError> {
-        let log = Log::open(dir, config)?;
+        let log = Log::open_with_keys(dir, config, keys)?;
         let report = log.recovery_report();
         if report.truncated {
             tracing::warn!(dir = %dir.display(), bytes_cut = report.bytes_cut, "cut a torn tail from a shard log");
@@ -104,17 +110,20 @@ impl ShardLog {
         }))
     }
 
-    /// Appends records and returns once they are durable. Concurrent appends to one shard
-    /// are written together: one write and one fsync for everything queued meanwhile.
+    /// Appends records, encrypted under `key` if given, and returns once they are durable.
+    /// Concurrent appends to one shard are written together: one write (one per run of
+    /// appends with the same key) and one fsync for everything queued meanwhile.
     pub async fn append(
         &self,
         records: Vec<(String, Bytes)>,
         now_ms: u64,
+        key: Option<EncryptionKey>,
     ) -> Result<Appended, AppendError> {
         let (reply, answer) = oneshot::channel();
         let pending = PendingAppend {
             records,
             now_ms,
+            key,
             reply,
         };
         if self.queue.send(pending).await.is_err() {
@@ -261,9 +270,12 @@ async fn run_writer(
             }
         };
         match outcome {
-            Ok(first_offsets) => {
-                for (pending, first_offset) in drained.into_iter().zip(first_offsets) {
-                    let _ = pending.reply.send(Ok(Appended { first_offset }));
+            Ok(outcomes) => {
+                for (pending, outcome) in drained.into_iter().zip(outcomes) {
+                    let answer = outcome
+                        .map(|first_offset| Appended { first_offset })
+                        .map_err(|error| AppendError::Failed(BrokerError::SharedStorage(error)));
+                    let _ = pending.reply.send(answer);
                 }
             }
             Err(WriteFailure::Closed) => {
@@ -296,51 +308,81 @@ fn pending_bytes(pending: &PendingAppend) -> usize {
 
 enum WriteFailure {
     Closed,
-    Storage(sluice_storage::StorageError),
+    Storage(StorageError),
 }
 
+/// The outcome of each drained append: its first offset, or why its batch failed.
+type AppendOutcomes = Vec<Result<u64, Arc<StorageError>>>;
+
 impl Shared {
-    /// Writes every drained append as one framed batch, fsyncs it, and advances the commit
-    /// point. Returns each append's first offset.
-    fn append_blocking(&self, drained: &[PendingAppend]) -> Result<Vec<u64>, WriteFailure> {
-        let mut payloads = Vec::with_capacity(drained.iter().map(|p| p.records.len()).sum());
-        for pending in drained {
-            for (key, data) in &pending.records {
-                let mut payload = Vec::with_capacity(2 + key.len() + data.len());
-                record::encode(key, data, &mut payload);
-                payloads.push(payload);
-            }
-        }
+    /// Writes the drained appends as framed batches (one per run of consecutive appends
+    /// with the same key, so almost always one), fsyncs once, and advances the commit
+    /// point. A batch the log refuses (a master key that will not wrap a new data key)
+    /// fails only its own appends.
+    fn append_blocking(&self, drained: &[PendingAppend]) -> Result<AppendOutcomes, WriteFailure> {
         let now_ms = drained.iter().map(|p| p.now_ms).max().unwrap_or(0);
-        let (first, last) = {
+        let mut outcomes: AppendOutcomes = Vec::with_capacity(drained.len());
+        let mut last_written = None;
+        let mut written_records = 0u64;
+        let mut written_bytes = 0usize;
+        {
             let mut writer = self.writer.lock();
             if writer.closed {
                 return Err(WriteFailure::Closed);
             }
             // Arrival timestamps never go backwards within a shard, even if the clock does.
             let timestamp_ms = now_ms.max(writer.last_timestamp_ms);
-            let entries: Vec<EntryRef<'_>> = payloads
-                .iter()
-                .map(|payload| EntryRef {
-                    term: 0,
-                    timestamp_ms,
-                    payload,
-                })
-                .collect();
-            let range = self.log.append(&entries).map_err(WriteFailure::Storage)?;
-            writer.last_timestamp_ms = timestamp_ms;
-            range
+            for run in drained.chunk_by(|a, b| a.key == b.key) {
+                let payloads: Vec<Vec<u8>> = run
+                    .iter()
+                    .flat_map(|p| &p.records)
+                    .map(|(key, data)| {
+                        let mut payload = Vec::with_capacity(2 + key.len() + data.len());
+                        record::encode(key, data, &mut payload);
+                        payload
+                    })
+                    .collect();
+                let entries: Vec<EntryRef<'_>> = payloads
+                    .iter()
+                    .map(|payload| EntryRef {
+                        term: 0,
+                        timestamp_ms,
+                        payload,
+                    })
+                    .collect();
+                match self.log.append_with(&entries, run[0].key.as_ref()) {
+                    Ok((first, last)) => {
+                        let mut next = first;
+                        for pending in run {
+                            outcomes.push(Ok(next));
+                            next += pending.records.len() as u64;
+                        }
+                        last_written = Some(last);
+                        written_records += last + 1 - first;
+                        written_bytes += run
+                            .iter()
+                            .flat_map(|p| &p.records)
+                            .map(|(key, data)| key.len() + data.len())
+                            .sum::<usize>();
+                        writer.last_timestamp_ms = timestamp_ms;
+                    }
+                    Err(error @ (StorageError::Key(_) | StorageError::NoKeyProvider { .. })) => {
+                        tracing::warn!(error = %error, records = payloads.len(), "could not encrypt a batch");
+                        let error = Arc::new(error);
+                        outcomes.extend(run.iter().map(|_| Err(Arc::clone(&error))));
+                    }
+                    Err(error) => return Err(WriteFailure::Storage(error)),
+                }
+            }
+        }
+        let Some(last) = last_written else {
+            return Ok(outcomes);
         };
         self.log.sync(last).map_err(WriteFailure::Storage)?;
-        let bytes: usize = drained
-            .iter()
-            .flat_map(|p| &p.records)
-            .map(|(key, data)| key.len() + data.len())
-            .sum();
         self.written_records
-            .fetch_add(last + 1 - first, Ordering::Relaxed);
+            .fetch_add(written_records, Ordering::Relaxed);
         self.written_bytes
-            .fetch_add(bytes as u64, Ordering::Relaxed);
+            .fetch_add(written_bytes as u64, Ordering::Relaxed);
         self.committed.send_if_modified(|point| {
             if *point <= last {
                 *point = last + 1;
@@ -349,12 +391,6 @@ impl Shared {
                 false
             }
         });
-        let mut offsets = Vec::with_capacity(drained.len());
-        let mut next = first;
-        for pending in drained {
-            offsets.push(next);
-            next += pending.records.len() as u64;
-        }
-        Ok(offsets)
+        Ok(outcomes)
     }
 }

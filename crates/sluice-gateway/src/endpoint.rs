@@ -1,6 +1,7 @@
 //! The HTTP face of the gateway: `POST /` with `X-Amz-Target: Kinesis_20131202.<Op>`, a
 //! JSON 1.1 or CBOR 1.1 body, answered in the same encoding, errors as AWS shapes them.
 
+use crate::auth::{self, Authentication};
 use crate::error::{ApiError, ErrorKind};
 use crate::ops::{self, Operation};
 use crate::subscribe;
@@ -11,7 +12,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue, StatusCode};
-use sluice_cluster::Broker;
+use sluice_cluster::{Broker, Caller};
 use std::sync::atomic::{AtomicU64, Ordering};
 use tracing::Instrument;
 
@@ -37,13 +38,15 @@ impl Encoding {
 #[derive(Clone)]
 struct AppState {
     broker: Broker,
+    authentication: Authentication,
     request_ids: std::sync::Arc<AtomicU64>,
 }
 
 /// The Kinesis endpoint as an axum router.
-pub fn router(broker: Broker) -> Router {
+pub fn router(broker: Broker, authentication: Authentication) -> Router {
     let state = AppState {
         broker,
+        authentication,
         request_ids: std::sync::Arc::new(AtomicU64::new(0)),
     };
     Router::new()
@@ -68,11 +71,11 @@ fn request_id(state: &AppState) -> String {
 
 async fn handle(
     State(state): State<AppState>,
-    method: http::Method,
-    headers: HeaderMap,
+    parts: http::request::Parts,
     body: Bytes,
 ) -> Response {
     let request_id = request_id(&state);
+    let headers: &HeaderMap = &parts.headers;
     let encoding = match headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -90,11 +93,16 @@ async fn handle(
     let op_name = operation.map_or("unknown", Operation::name);
     let span = tracing::info_span!("kinesis.request", op = op_name, request_id = %request_id, stream = tracing::field::Empty);
     async move {
-        let result = match (method, operation) {
-            (http::Method::POST, Some(operation)) => {
-                dispatch(&state.broker, operation, encoding, &body).await
+        let authenticated = match state.authentication {
+            Authentication::Open => Ok((None, body)),
+            Authentication::SigV4 => auth::authenticate(&state.broker, &parts, body)
+                .map(|(caller, body)| (Some(caller), body)),
+        };
+        let result = match (&parts.method, operation, authenticated) {
+            (_, _, Err(error)) => Err(error),
+            (&http::Method::POST, Some(operation), Ok((caller, body))) => {
+                dispatch(&state.broker, caller.as_ref(), operation, encoding, &body).await
             }
-            (http::Method::POST, None) => Err(ApiError::new(ErrorKind::UnknownOperation, "")),
             _ => Err(ApiError::new(ErrorKind::UnknownOperation, "")),
         };
         match result {
@@ -149,6 +157,7 @@ enum Reply {
 
 async fn dispatch(
     broker: &Broker,
+    caller: Option<&Caller>,
     operation: Operation,
     encoding: Encoding,
     body: &[u8],
@@ -158,6 +167,9 @@ async fn dispatch(
         Encoding::Cbor => value::decode_cbor(body)?,
     };
     validate::check_input(operation.name(), &mut input)?;
+    if let Some(caller) = caller {
+        auth::authorize(broker, caller, operation, &input)?;
+    }
     if let Some(Value::Str(stream)) = input.get("StreamName") {
         tracing::Span::current().record("stream", stream.as_str());
     }

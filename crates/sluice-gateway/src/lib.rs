@@ -5,6 +5,7 @@
 //!
 //! It knows nothing of sled, openraft or segment files. Entry function: [`router`].
 
+mod auth;
 mod endpoint;
 pub mod error;
 pub mod eventstream;
@@ -14,6 +15,7 @@ mod subscribe;
 pub mod validate;
 pub mod value;
 
+pub use auth::Authentication;
 pub use endpoint::router;
 pub use error::{ApiError, ErrorKind};
 pub use ops::Operation;

@@ -149,9 +149,12 @@ impl From<BrokerError> for ApiError {
             BrokerError::LimitExceeded(m) => ApiError::new(ErrorKind::LimitExceeded, m),
             BrokerError::Validation(m) => ApiError::new(ErrorKind::Validation, m),
             BrokerError::ExpiredIterator(m) => ApiError::new(ErrorKind::ExpiredIterator, m),
+            BrokerError::AccessDenied(m) => ApiError::new(ErrorKind::AccessDenied, m),
             BrokerError::ThroughputExceeded(m) => {
                 ApiError::new(ErrorKind::ProvisionedThroughputExceeded, m)
             }
+            BrokerError::KmsNotFound(m) => ApiError::new(ErrorKind::KmsNotFound, m),
+            BrokerError::KmsDisabled(m) => ApiError::new(ErrorKind::KmsDisabled, m),
             internal => {
                 tracing::error!(error = %internal, source = ?std::error::Error::source(&internal), "internal failure");
                 ApiError::new(ErrorKind::InternalFailure, "Internal service failure.")
@@ -678,7 +681,8 @@ fn describe_stream(broker: &Broker, input: &Value) -> Result<Value, ApiError> {
             ("RetentionPeriodHours", int(stream.retention_hours)),
             ("StreamCreationTimestamp", ts(stream.created_ms)),
             ("EnhancedMonitoring", enhanced_monitoring(&stream)),
-            ("EncryptionType", s("NONE")),
+            ("EncryptionType", encryption::encryption_type(&stream)),
+            ("KeyId", encryption::key_id(&stream)),
         ]),
     )]))
 }
@@ -701,7 +705,8 @@ fn describe_stream_summary(broker: &Broker, input: &Value) -> Result<Value, ApiE
             ("RetentionPeriodHours", int(stream.retention_hours)),
             ("StreamCreationTimestamp", ts(stream.created_ms)),
             ("EnhancedMonitoring", enhanced_monitoring(&stream)),
-            ("EncryptionType", s("NONE")),
+            ("EncryptionType", encryption::encryption_type(&stream)),
+            ("KeyId", encryption::key_id(&stream)),
             ("OpenShardCount", int(stream.open_shards().count() as i64)),
             ("ConsumerCount", int(consumers as i64)),
             ("MaxRecordSizeInKiB", int(stream.max_record_size_kib)),

@@ -25,14 +25,20 @@ const MAX_PARTITION_KEY_CHARS: usize = 256;
 /// The `sluice.v1.Data` service.
 pub struct DataApi {
     broker: Broker,
+    access: crate::Access,
 }
 
 /// Requests may be larger than tonic's 4 MiB default, so that a PutRecords call over the
 /// 5 MiB limit gets the Kinesis error rather than a transport one.
 const MAX_REQUEST_BYTES: usize = 2 * MAX_PUT_RECORDS_BYTES;
 
-pub fn data_service(broker: Broker) -> DataServer<DataApi> {
-    DataServer::new(DataApi { broker }).max_decoding_message_size(MAX_REQUEST_BYTES)
+pub fn data_service(
+    broker: Broker,
+    access: crate::Access,
+) -> crate::WithMethodPath<DataServer<DataApi>> {
+    crate::WithMethodPath::new(
+        DataServer::new(DataApi { broker, access }).max_decoding_message_size(MAX_REQUEST_BYTES),
+    )
 }
 
 type BatchStream =
@@ -47,6 +53,11 @@ impl Data for DataApi {
         &self,
         request: Request<pb::PutRecordsRequest>,
     ) -> Result<Response<pb::PutRecordsResponse>, Status> {
+        self.access.check_stream(
+            &request,
+            "kinesis:PutRecords",
+            &request.get_ref().stream_name,
+        )?;
         let request = request.into_inner();
         let name = stream_name(&request.stream_name)?;
         let count = request.records.len();
@@ -147,6 +158,11 @@ impl Data for DataApi {
         &self,
         request: Request<pb::ReadShardRequest>,
     ) -> Result<Response<BatchStream>, Status> {
+        self.access.check_stream(
+            &request,
+            "kinesis:GetRecords",
+            &request.get_ref().stream_name,
+        )?;
         let request = request.into_inner();
         let name = stream_name(&request.stream_name)?.to_owned();
         let shard = shard_id(&self.broker, &name, &request.shard_id)?;

@@ -2,11 +2,16 @@
 //! the one mapping from broker errors to `tonic::Status`.
 //!
 //! Knows nothing of Kinesis JSON/CBOR shapes or storage. Entry functions:
-//! [`node_service`], [`streams_service`], [`fan_out_service`], [`data_service`].
+//! [`node_service`], [`streams_service`], [`fan_out_service`], [`data_service`],
+//! [`auth_service`], each guarded by an [`Access`].
 
+mod access;
 mod admin;
+mod auth;
 mod data;
 
+pub use access::{Access, WithMethodPath};
+pub use auth::{AuthApi, auth_service};
 pub use data::{DataApi, data_service};
 
 use sluice_cluster::{Broker, BrokerError, ChildShard, ScalingPolicy, StoredRecord, Subscription};
@@ -34,6 +39,9 @@ pub fn status_of(error: BrokerError) -> Status {
             (tonic::Code::ResourceExhausted, "LimitExceededException", m)
         }
         BrokerError::ExpiredIterator(m) => (tonic::Code::OutOfRange, "ExpiredIteratorException", m),
+        BrokerError::KmsNotFound(m) => (tonic::Code::NotFound, "KMSNotFoundException", m),
+        BrokerError::KmsDisabled(m) => (tonic::Code::FailedPrecondition, "KMSDisabledException", m),
+        BrokerError::AccessDenied(m) => (tonic::Code::PermissionDenied, "AccessDeniedException", m),
         BrokerError::ThroughputExceeded(m) => (
             tonic::Code::ResourceExhausted,
             "ProvisionedThroughputExceededException",
@@ -59,22 +67,30 @@ pub fn status_of(error: BrokerError) -> Status {
 /// The `sluice.v1.Node` service.
 pub struct NodeApi {
     broker: Broker,
+    access: Access,
     kinesis_address: String,
 }
 
-pub fn node_service(broker: Broker, kinesis_address: String) -> NodeServer<NodeApi> {
-    NodeServer::new(NodeApi {
+pub fn node_service(
+    broker: Broker,
+    access: Access,
+    kinesis_address: String,
+) -> WithMethodPath<NodeServer<NodeApi>> {
+    WithMethodPath::new(NodeServer::new(NodeApi {
         broker,
+        access,
         kinesis_address,
-    })
+    }))
 }
 
 #[tonic::async_trait]
 impl Node for NodeApi {
     async fn get_node_info(
         &self,
-        _request: Request<pb::GetNodeInfoRequest>,
+        request: Request<pb::GetNodeInfoRequest>,
     ) -> Result<Response<pb::GetNodeInfoResponse>, Status> {
+        // Any authenticated caller may learn where the node's endpoints are.
+        self.access.caller(&request)?;
         let identity = self.broker.identity();
         Ok(Response::new(pb::GetNodeInfoResponse {
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -89,10 +105,14 @@ impl Node for NodeApi {
 /// The `sluice.v1.Streams` service.
 pub struct StreamsApi {
     broker: Broker,
+    access: Access,
 }
 
-pub fn streams_service(broker: Broker) -> StreamsServer<StreamsApi> {
-    StreamsServer::new(StreamsApi { broker })
+pub fn streams_service(
+    broker: Broker,
+    access: Access,
+) -> WithMethodPath<StreamsServer<StreamsApi>> {
+    WithMethodPath::new(StreamsServer::new(StreamsApi { broker, access }))
 }
 
 #[tonic::async_trait]
@@ -102,6 +122,11 @@ impl Streams for StreamsApi {
         &self,
         request: Request<pb::SetScalingPolicyRequest>,
     ) -> Result<Response<pb::SetScalingPolicyResponse>, Status> {
+        self.access.check_stream(
+            &request,
+            "sluice:SetScalingPolicy",
+            &request.get_ref().stream_name,
+        )?;
         let request = request.into_inner();
         let policy = request.policy.map(|p| ScalingPolicy {
             target_utilization_percent: p.target_utilization_percent,
@@ -121,6 +146,11 @@ impl Streams for StreamsApi {
         &self,
         request: Request<pb::GetScalingPolicyRequest>,
     ) -> Result<Response<pb::GetScalingPolicyResponse>, Status> {
+        self.access.check_stream(
+            &request,
+            "sluice:GetScalingPolicy",
+            &request.get_ref().stream_name,
+        )?;
         let stream = self
             .broker
             .stream(&request.get_ref().stream_name)
@@ -140,6 +170,11 @@ impl Streams for StreamsApi {
         &self,
         request: Request<pb::CreateStreamRequest>,
     ) -> Result<Response<pb::CreateStreamResponse>, Status> {
+        self.access.check_stream(
+            &request,
+            "kinesis:CreateStream",
+            &request.get_ref().stream_name,
+        )?;
         admin::create_stream(&self.broker, request.into_inner())
             .await
             .map(Response::new)
@@ -150,6 +185,11 @@ impl Streams for StreamsApi {
         &self,
         request: Request<pb::DeleteStreamRequest>,
     ) -> Result<Response<pb::DeleteStreamResponse>, Status> {
+        self.access.check_stream(
+            &request,
+            "kinesis:DeleteStream",
+            &request.get_ref().stream_name,
+        )?;
         admin::delete_stream(&self.broker, request.into_inner())
             .await
             .map(Response::new)
@@ -160,6 +200,11 @@ impl Streams for StreamsApi {
         &self,
         request: Request<pb::DescribeStreamRequest>,
     ) -> Result<Response<pb::DescribeStreamResponse>, Status> {
+        self.access.check_stream(
+            &request,
+            "kinesis:DescribeStream",
+            &request.get_ref().stream_name,
+        )?;
         admin::describe_stream(&self.broker, request.into_inner()).map(Response::new)
     }
 
@@ -168,6 +213,7 @@ impl Streams for StreamsApi {
         &self,
         request: Request<pb::ListStreamsRequest>,
     ) -> Result<Response<pb::ListStreamsResponse>, Status> {
+        self.access.check(&request, "kinesis:ListStreams", "*")?;
         admin::list_streams(&self.broker, request.into_inner()).map(Response::new)
     }
 
@@ -176,6 +222,11 @@ impl Streams for StreamsApi {
         &self,
         request: Request<pb::SplitShardRequest>,
     ) -> Result<Response<pb::SplitShardResponse>, Status> {
+        self.access.check_stream(
+            &request,
+            "kinesis:SplitShard",
+            &request.get_ref().stream_name,
+        )?;
         admin::split_shard(&self.broker, request.into_inner())
             .await
             .map(Response::new)
@@ -186,6 +237,11 @@ impl Streams for StreamsApi {
         &self,
         request: Request<pb::MergeShardsRequest>,
     ) -> Result<Response<pb::MergeShardsResponse>, Status> {
+        self.access.check_stream(
+            &request,
+            "kinesis:MergeShards",
+            &request.get_ref().stream_name,
+        )?;
         admin::merge_shards(&self.broker, request.into_inner())
             .await
             .map(Response::new)
@@ -196,6 +252,11 @@ impl Streams for StreamsApi {
         &self,
         request: Request<pb::UpdateShardCountRequest>,
     ) -> Result<Response<pb::UpdateShardCountResponse>, Status> {
+        self.access.check_stream(
+            &request,
+            "kinesis:UpdateShardCount",
+            &request.get_ref().stream_name,
+        )?;
         admin::update_shard_count(&self.broker, request.into_inner())
             .await
             .map(Response::new)
@@ -206,6 +267,15 @@ impl Streams for StreamsApi {
         &self,
         request: Request<pb::SetRetentionRequest>,
     ) -> Result<Response<pb::SetRetentionResponse>, Status> {
+        let wanted = request.get_ref();
+        let action = match self.broker.stream(&wanted.stream_name) {
+            Ok(stream) if wanted.retention_hours < stream.retention_hours => {
+                "kinesis:DecreaseStreamRetentionPeriod"
+            }
+            _ => "kinesis:IncreaseStreamRetentionPeriod",
+        };
+        self.access
+            .check_stream(&request, action, &request.get_ref().stream_name)?;
         admin::set_retention(&self.broker, request.into_inner())
             .await
             .map(Response::new)
@@ -216,6 +286,11 @@ impl Streams for StreamsApi {
         &self,
         request: Request<pb::AddTagsRequest>,
     ) -> Result<Response<pb::AddTagsResponse>, Status> {
+        self.access.check_stream(
+            &request,
+            "kinesis:AddTagsToStream",
+            &request.get_ref().stream_name,
+        )?;
         admin::add_tags(&self.broker, request.into_inner())
             .await
             .map(Response::new)
@@ -226,6 +301,11 @@ impl Streams for StreamsApi {
         &self,
         request: Request<pb::RemoveTagsRequest>,
     ) -> Result<Response<pb::RemoveTagsResponse>, Status> {
+        self.access.check_stream(
+            &request,
+            "kinesis:RemoveTagsFromStream",
+            &request.get_ref().stream_name,
+        )?;
         admin::remove_tags(&self.broker, request.into_inner())
             .await
             .map(Response::new)
@@ -235,10 +315,11 @@ impl Streams for StreamsApi {
 /// The `sluice.v1.FanOut` service.
 pub struct FanOutApi {
     broker: Broker,
+    access: Access,
 }
 
-pub fn fan_out_service(broker: Broker) -> FanOutServer<FanOutApi> {
-    FanOutServer::new(FanOutApi { broker })
+pub fn fan_out_service(broker: Broker, access: Access) -> WithMethodPath<FanOutServer<FanOutApi>> {
+    WithMethodPath::new(FanOutServer::new(FanOutApi { broker, access }))
 }
 
 type EventStream = std::pin::Pin<
@@ -254,6 +335,11 @@ impl FanOut for FanOutApi {
         &self,
         request: Request<pb::SubscribeToShardRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        self.access.check(
+            &request,
+            "kinesis:SubscribeToShard",
+            &request.get_ref().consumer_arn,
+        )?;
         let request = request.into_inner();
         let position = request.starting_position.unwrap_or_default();
         let start = data::iterator_start(position)?;

@@ -3,11 +3,14 @@
 //!
 //! It holds no protocol or storage logic of its own. Entry points: [`Config`] and
 //! [`serve`], which takes already-bound listeners and a shutdown future so tests can bind
-//! port 0 and run the very same code as production.
+//! port 0 and run the very same code as production. `tls` puts both listeners behind
+//! rustls when the configuration names certificate files.
 
 mod config;
+mod tls;
 
 pub use config::{AdminKey, AuthMode, Config, ConfigError, LogFormat, RawConfig, TlsFiles};
+pub use tls::TlsError;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -15,10 +18,13 @@ use hyper_util::service::TowerToHyperService;
 use sluice_cluster::throttle::ShardLimitsConfig;
 use sluice_cluster::{Broker, BrokerConfig, BrokerError, Identity};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 /// Why a node stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +35,8 @@ pub enum ServerError {
     Grpc(#[source] tonic::transport::Error),
     #[error("listener")]
     Io(#[from] std::io::Error),
+    #[error("load the tls files")]
+    Tls(#[from] TlsError),
 }
 
 /// The listeners a node serves on, bound by the caller.
@@ -52,6 +60,11 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    // Unusable certificate files stop the node before it opens anything.
+    let tls = match &config.tls {
+        Some(files) => Some(tls::Tls::load(files).await?),
+        None => None,
+    };
     let broker = Broker::open(BrokerConfig {
         identity: Identity {
             account: config.account_id.clone(),
@@ -66,9 +79,11 @@ pub async fn serve(
         } else {
             ShardLimitsConfig::disabled()
         },
+        keys: sluice_cluster::open_local_keyring(&config.keyring_path).await?,
         ..BrokerConfig::new(&config.data_dir)
     })
     .await?;
+    let authentication = bootstrap_authentication(&config, &broker).await?;
     let kinesis_addr = listeners.kinesis.local_addr()?;
     let grpc_addr = listeners.grpc.local_addr()?;
     tracing::info!(
@@ -77,40 +92,99 @@ pub async fn serve(
         data_dir = %config.data_dir.display(),
         fsync = config.fsync,
         throughput_limits = config.throughput_limits,
-        "sluice node serving; authentication is off: any signature is accepted"
+        "sluice node serving"
     );
+    match authentication {
+        sluice_gateway::Authentication::Open => tracing::warn!(
+            "authentication is off: any signature is accepted (start with --auth sigv4 to require signed requests)"
+        ),
+        sluice_gateway::Authentication::SigV4 => tracing::info!(
+            access_keys = broker.list_access_keys().len(),
+            "authentication is on: requests must be signed (SigV4 on the Kinesis API, SLUICE1-HMAC-SHA256 on gRPC) and are checked against policies"
+        ),
+    }
+    match &config.tls {
+        Some(files) => tracing::info!(
+            cert = %files.cert.display(),
+            key = %files.key.display(),
+            client_ca = files.client_ca.as_ref().map(|ca| ca.display().to_string()),
+            reload_interval_secs = tls::RELOAD_INTERVAL.as_secs(),
+            "tls is on for the kinesis and grpc listeners"
+        ),
+        None => tracing::info!("tls is off: the listeners speak plain http"),
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
+    let (kinesis_tls, grpc_tls) = match tls {
+        Some(tls) => {
+            let acceptors = (Some(tls.kinesis_acceptor()), Some(tls.grpc_acceptor()));
+            let reloader = tls.into_reloader();
+            let stop = stop_rx.clone();
+            tasks.spawn(async move {
+                reloader.run(stop).await;
+                Ok(())
+            });
+            acceptors
+        }
+        None => (None, None),
+    };
     let mut registry = prometheus_client::registry::Registry::default();
     broker.metrics().register(&mut registry);
     let registry = std::sync::Arc::new(registry);
-    let kinesis_router = sluice_gateway::router(broker.clone()).route(
+    let kinesis_router = sluice_gateway::router(broker.clone(), authentication).route(
         "/metrics",
         axum::routing::get(move || metrics_page(std::sync::Arc::clone(&registry))),
     );
     tasks.spawn(serve_kinesis(
         listeners.kinesis,
+        kinesis_tls,
         kinesis_router,
         stop_rx.clone(),
     ));
-    let grpc_service = sluice_grpc::node_service(broker.clone(), kinesis_addr.to_string());
-    let streams_service = sluice_grpc::streams_service(broker.clone());
-    let fan_out_service = sluice_grpc::fan_out_service(broker.clone());
-    let data_service = sluice_grpc::data_service(broker.clone());
+    let access = sluice_grpc::Access::new(
+        broker.clone(),
+        authentication == sluice_gateway::Authentication::SigV4,
+    );
+    let grpc_service =
+        sluice_grpc::node_service(broker.clone(), access.clone(), kinesis_addr.to_string());
+    let streams_service = sluice_grpc::streams_service(broker.clone(), access.clone());
+    let fan_out_service = sluice_grpc::fan_out_service(broker.clone(), access.clone());
+    let data_service = sluice_grpc::data_service(broker.clone(), access.clone());
+    let auth_service = sluice_grpc::auth_service(broker.clone(), access);
     let mut grpc_stop = stop_rx.clone();
     tasks.spawn(async move {
-        let incoming = tonic::transport::server::TcpIncoming::from(listeners.grpc);
-        tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             .add_service(grpc_service)
             .add_service(streams_service)
             .add_service(fan_out_service)
             .add_service(data_service)
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = grpc_stop.wait_for(|stop| *stop).await;
-            })
-            .await
-            .map_err(ServerError::Grpc)
+            .add_service(auth_service);
+        let accept_stop = grpc_stop.clone();
+        let stopped = async move {
+            let _ = grpc_stop.wait_for(|stop| *stop).await;
+        };
+        let served = match grpc_tls {
+            None => {
+                let incoming = tonic::transport::server::TcpIncoming::from(listeners.grpc);
+                router.serve_with_incoming_shutdown(incoming, stopped).await
+            }
+            Some(acceptor) => {
+                let (ready, mut handshaken) = mpsc::channel(64);
+                let incoming = futures_util::stream::poll_fn(move |cx| {
+                    handshaken
+                        .poll_recv(cx)
+                        .map(|stream| stream.map(Ok::<_, std::io::Error>))
+                });
+                let accept = accept_grpc_tls(listeners.grpc, acceptor, ready, accept_stop);
+                let (_, served) = tokio::join!(
+                    accept,
+                    router.serve_with_incoming_shutdown(incoming, stopped)
+                );
+                served
+            }
+        };
+        served.map_err(ServerError::Grpc)
     });
 
     shutdown.await;
@@ -124,6 +198,29 @@ pub async fn serve(
     }
     broker.shutdown().await;
     result
+}
+
+/// The authentication mode, after installing the configured bootstrap admin key.
+async fn bootstrap_authentication(
+    config: &Config,
+    broker: &Broker,
+) -> Result<sluice_gateway::Authentication, ServerError> {
+    if let Some(admin) = &config.admin_key {
+        broker
+            .ensure_admin_key(&admin.access_key_id, &admin.secret_access_key)
+            .await?;
+    }
+    Ok(match config.auth {
+        AuthMode::Open => sluice_gateway::Authentication::Open,
+        AuthMode::SigV4 => {
+            if broker.list_access_keys().is_empty() {
+                tracing::warn!(
+                    "authentication is on but no access key exists: set SLUICE_ADMIN_ACCESS_KEY_ID and SLUICE_ADMIN_SECRET_ACCESS_KEY to create the first one"
+                );
+            }
+            sluice_gateway::Authentication::SigV4
+        }
+    })
 }
 
 /// `GET /metrics`: Prometheus text exposition of the broker's counters.
@@ -144,43 +241,43 @@ async fn metrics_page(
     response
 }
 
-/// Serves the Kinesis API over HTTP/1.1 and HTTP/2 (h2c prior knowledge) on one port.
+/// Serves the Kinesis API over HTTP/1.1 and HTTP/2 on one port: h2c with prior knowledge,
+/// or, with `tls`, HTTP/2 or HTTP/1.1 as ALPN chose.
 async fn serve_kinesis(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     router: axum::Router,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
     let mut connections = JoinSet::new();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
-        let accepted = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = stop.wait_for(|stop| *stop) => break,
-            accepted = listener.accept() => accepted,
+            accepted = accept(&listener) => accepted,
         };
-        let (stream, _peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
+        // Taken before a handshake, so a connection that completes one after shutdown
+        // began is still told to close.
+        let watcher = graceful.watcher();
+        match &tls {
+            None => {
+                connections.spawn(http_connection(stream, router.clone(), watcher));
             }
-        };
-        let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http2()
-            .max_concurrent_streams(1000)
-            .initial_stream_window_size(4 << 20)
-            .initial_connection_window_size(16 << 20);
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
-        connections.spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(error = %error, "connection ended with an error");
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let router = router.clone();
+                let mut stop = stop.clone();
+                connections.spawn(async move {
+                    let handshaken = tokio::select! {
+                        _ = stop.wait_for(|stop| *stop) => None,
+                        handshaken = tls::handshake(&acceptor, stream, peer, "kinesis") => handshaken,
+                    };
+                    if let Some(stream) = handshaken {
+                        http_connection(stream, router, watcher).await;
+                    }
+                });
             }
-        });
+        }
         while connections.try_join_next().is_some() {}
     }
     drop(listener);
@@ -191,4 +288,75 @@ async fn serve_kinesis(
         }
     }
     Ok(())
+}
+
+/// One Kinesis connection, HTTP/1.1 or HTTP/2 (told apart by the HTTP/2 preface).
+fn http_connection<IO>(
+    io: IO,
+    router: axum::Router,
+    watcher: hyper_util::server::graceful::Watcher,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(router);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http2()
+        .max_concurrent_streams(1000)
+        .initial_stream_window_size(4 << 20)
+        .initial_connection_window_size(16 << 20);
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let connection = watcher.watch(connection.into_owned());
+    async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(error = %error, "connection ended with an error");
+        }
+    }
+}
+
+/// Accepts gRPC connections and hands each completed TLS handshake to tonic through
+/// `ready`; handshakes run concurrently, so a slow client never holds up the others. Ends
+/// when `stop` turns true or tonic stops taking connections; in-flight handshakes are then
+/// dropped.
+async fn accept_grpc_tls(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    ready: mpsc::Sender<tokio_rustls::server::TlsStream<TcpStream>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut handshakes = JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => break,
+            _ = ready.closed() => break,
+            accepted = accept(&listener) => accepted,
+        };
+        let acceptor = acceptor.clone();
+        let ready = ready.clone();
+        handshakes.spawn(async move {
+            if let Some(stream) = tls::handshake(&acceptor, stream, peer, "grpc").await {
+                // Refused only when tonic has stopped; the connection is dropped then.
+                let _ = ready.send(stream).await;
+            }
+        });
+        while handshakes.try_join_next().is_some() {}
+    }
+}
+
+/// The next TCP connection, with Nagle off.
+async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                return (stream, peer);
+            }
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }

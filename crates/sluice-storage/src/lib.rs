@@ -7,16 +7,25 @@
 //! opaque payloads with a term and a timestamp. Entry types: [`Log`] with [`LogConfig`],
 //! [`EntryRef`] and [`Entry`]; [`MetaStore`] with [`SledStore`]; [`StorageError`].
 //!
+//! Encryption at rest: a log opened with a [`KeyProvider`] seals the batches appended
+//! with [`Log::append_with`] under a per-segment data key wrapped by a master key
+//! ([`keyring`]: the provider interface, and [`LocalKeyring`], master keys in a local
+//! JSON file).
+//!
 //! The API is blocking and thread-safe (`&self` everywhere); async callers run it on a
-//! blocking thread. The file layout is described in the `segment` module.
+//! blocking thread. The file layout is described in the `segment` module, the frame
+//! layout in `frame`, the key sidecar in `crypto`.
 
+mod crypto;
 mod error;
 mod frame;
+pub mod keyring;
 mod log;
 mod meta;
 mod segment;
 
-pub use error::StorageError;
+pub use error::{KeyError, StorageError};
+pub use keyring::{EncryptionKey, KeyProvider, LocalKeyring};
 pub use log::{Entry, EntryRef, Log, LogConfig, LogStats, RecoveryReport};
 pub use meta::{BatchOp, KeyValues, MetaStore, SledStore};
 

@@ -19,12 +19,24 @@
 //!   is sealed.
 //! * Any failed write or sync stops the log ([`StorageError::Failed`]) until it is
 //!   reopened: after such a failure the page cache and the disk may disagree.
+//!
+//! # Encryption
+//!
+//! [`Log::append_with`] seals a batch under the active segment's data key, creating the
+//! key (wrapped by the given master key through the log's [`KeyProvider`], stored in the
+//! segment's `.key` sidecar, durable before the batch) on the first encrypted append to
+//! a segment, and sealing the segment first if its key belongs to another master key.
+//! Each segment's cipher is loaded with the segment (active: at open; sealed: with its
+//! indexes) and travels with the segment's view to every read, so readers open
+//! encrypted batches transparently. The plaintext path (`append`) never touches a key.
 
+use crate::crypto::{self, SegmentCipher};
 use crate::error::StorageError;
 use crate::frame::{self, MAX_FRAME_BYTES};
+use crate::keyring::{EncryptionKey, KeyProvider};
 use crate::segment::{
-    self, ChunkReader, FrameWalker, IndexBuilder, IndexEntry, LOG_EXT, RawFrame, ScanFrom,
-    ScanStop, SegmentPaths, SparseIndex, TMP_SUFFIX, write_index_files,
+    self, ChunkReader, FrameWalker, IndexBuilder, IndexEntry, KEY_TMP_SUFFIX, LOG_EXT, RawFrame,
+    ScanFrom, ScanStop, SegmentPaths, SparseIndex, TMP_SUFFIX, write_index_files,
 };
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
@@ -152,6 +164,8 @@ struct Active {
     base: u64,
     paths: SegmentPaths,
     file: Arc<File>,
+    /// The data key of its encrypted batches; set (sidecar written) before the first.
+    cipher: RwLock<Option<Arc<SegmentCipher>>>,
     meta: RwLock<ActiveMeta>,
     /// How many index points are already in the index files.
     persisted_points: Mutex<usize>,
@@ -180,6 +194,7 @@ struct Sealed {
 
 struct Loaded {
     file: Arc<File>,
+    cipher: Option<Arc<SegmentCipher>>,
     index: SparseIndex,
     /// The newest timestamp, or where and why the tail failed verification.
     tail: Result<u64, (u64, &'static str)>,
@@ -222,6 +237,7 @@ struct View<'a> {
     end: Option<u64>,
     file: Arc<File>,
     path: &'a Path,
+    cipher: Option<Arc<SegmentCipher>>,
     hints: Hints<'a>,
 }
 
@@ -268,6 +284,7 @@ impl View<'_> {
 pub struct Log {
     dir: PathBuf,
     cfg: LogConfig,
+    keys: Option<Arc<dyn KeyProvider>>,
     writer: Mutex<Vec<u8>>,
     state: RwLock<State>,
     next_index: AtomicU64,
@@ -304,7 +321,29 @@ impl Log {
     /// newer segment is removed and the older one becomes the last. The indexes of the
     /// last segment are rebuilt from the scan and rewritten if their files differ.
     /// Everything recovered counts as durable (it is fdatasync'd here).
+    ///
+    /// A log opened this way cannot read or write encrypted segments: it fails with
+    /// [`StorageError::NoKeyProvider`] where it meets one. See
+    /// [`open_with_keys`](Self::open_with_keys).
     pub fn open(dir: &Path, cfg: LogConfig) -> Result<Log, StorageError> {
+        Self::open_impl(dir, cfg, None)
+    }
+
+    /// Opens the log like [`open`](Self::open), with `keys` to unwrap the data keys of
+    /// encrypted segments and to wrap new ones for [`append_with`](Self::append_with).
+    pub fn open_with_keys(
+        dir: &Path,
+        cfg: LogConfig,
+        keys: Arc<dyn KeyProvider>,
+    ) -> Result<Log, StorageError> {
+        Self::open_impl(dir, cfg, Some(keys))
+    }
+
+    fn open_impl(
+        dir: &Path,
+        cfg: LogConfig,
+        keys: Option<Arc<dyn KeyProvider>>,
+    ) -> Result<Log, StorageError> {
         cfg.validate()?;
         let created = !dir.exists();
         std::fs::create_dir_all(dir)
@@ -326,7 +365,7 @@ impl Log {
             bases.push(0);
         }
         while let [.., prev, last] = bases[..] {
-            if check_predecessor(dir, prev, last, &cfg, &mut report)? {
+            if check_predecessor(dir, prev, last, &cfg, keys.as_ref(), &mut report)? {
                 break;
             }
             let paths = SegmentPaths::new(dir, last);
@@ -342,7 +381,14 @@ impl Log {
             }
         }
         let last = bases.last().copied().unwrap_or(0);
-        let active = Arc::new(load_active(dir, last, &cfg, &mut report, &mut fdatasyncs)?);
+        let active = Arc::new(load_active(
+            dir,
+            last,
+            &cfg,
+            keys.as_ref(),
+            &mut report,
+            &mut fdatasyncs,
+        )?);
         let sealed: Vec<Arc<Sealed>> = bases
             .windows(2)
             .map(|pair| {
@@ -359,6 +405,7 @@ impl Log {
         let log = Log {
             dir: dir.to_path_buf(),
             cfg,
+            keys,
             writer: Mutex::new(Vec::new()),
             state: RwLock::new(state),
             next_index: AtomicU64::new(next_index),
@@ -421,10 +468,25 @@ impl Log {
     /// is visible to reads at once but durable only after [`sync`](Self::sync). An empty
     /// slice is rejected with [`StorageError::EmptyAppend`].
     pub fn append(&self, entries: &[EntryRef<'_>]) -> Result<(u64, u64), StorageError> {
+        self.append_with(entries, None)
+    }
+
+    /// Like [`append`](Self::append), but with `Some(key)` the batch is encrypted:
+    /// sealed with AES-256-GCM under the active segment's data key, which is wrapped by
+    /// `key` (see the module docs). A segment whose data key belongs to another master key
+    /// is sealed first, so a stream that changes keys starts a new segment. Fails with
+    /// [`StorageError::Key`] if the provider will not wrap a new data key (unknown or
+    /// disabled key) and [`StorageError::NoKeyProvider`] if the log has no provider;
+    /// neither stops the log.
+    pub fn append_with(
+        &self,
+        entries: &[EntryRef<'_>],
+        key: Option<&EncryptionKey>,
+    ) -> Result<(u64, u64), StorageError> {
         if entries.is_empty() {
             return Err(StorageError::EmptyAppend);
         }
-        let frame_len = match frame::encoded_len(entries) {
+        let frame_len = match frame::encoded_len(entries, key.is_some()) {
             Some(len) if len <= MAX_FRAME_BYTES => len,
             other => {
                 return Err(StorageError::BatchTooLarge {
@@ -436,12 +498,17 @@ impl Log {
         let mut buf = self.writer.lock();
         self.ensure_running()?;
         let first = self.next_index.load(Ordering::Acquire);
-        let header = frame::encode(&mut buf, first, entries);
         let mut active = Arc::clone(&self.state.read().active);
         let size = active.meta.read().size;
         if size > 0 && size + frame_len > self.cfg.segment_bytes {
             active = self.roll(&active)?;
         }
+        let cipher = match key {
+            Some(key) => Some(self.cipher_for_append(&mut active, key)?),
+            None => None,
+        };
+        let header = frame::encode(&mut buf, first, entries, cipher.as_deref())?;
+        debug_assert_eq!(buf.len() as u64, frame_len);
         let pos = active.meta.read().size;
         if let Err(e) = active.file.write_all_at(&buf, pos) {
             self.stop();
@@ -473,6 +540,36 @@ impl Log {
         Ok((first, header.end_index() - 1))
     }
 
+    /// The data key to seal the next batch of `active` under `key`: the segment's own if
+    /// it belongs to `key`; otherwise a new one, written to the sidecar before it is used,
+    /// after sealing the segment if it already holds batches under another key. Called
+    /// with the writer lock held.
+    fn cipher_for_append(
+        &self,
+        active: &mut Arc<Active>,
+        key: &EncryptionKey,
+    ) -> Result<Arc<SegmentCipher>, StorageError> {
+        let current = active.cipher.read().clone();
+        if let Some(cipher) = current.as_ref()
+            && cipher.master() == key
+        {
+            return Ok(Arc::clone(cipher));
+        }
+        let Some(keys) = self.keys.as_ref() else {
+            return Err(StorageError::NoKeyProvider {
+                segment: active.paths.log.clone(),
+            });
+        };
+        let cipher = Arc::new(SegmentCipher::generate(keys.as_ref(), key)?);
+        if current.is_some() && active.meta.read().size > 0 {
+            *active = self.roll(active)?;
+        }
+        cipher.write_sidecar(&self.dir, &active.paths.key, self.cfg.fsync)?;
+        *active.cipher.write() = Some(Arc::clone(&cipher));
+        tracing::debug!(segment = %active.paths.log.display(), master_key = %key.key_id(), "new segment data key");
+        Ok(cipher)
+    }
+
     /// Seals `old` (fdatasync, index files) and starts a new active segment after it.
     /// Called with the writer lock held.
     fn roll(&self, old: &Arc<Active>) -> Result<Arc<Active>, StorageError> {
@@ -499,6 +596,7 @@ impl Log {
             base: end,
             paths,
             file: Arc::new(file),
+            cipher: RwLock::new(None),
             meta: RwLock::new(ActiveMeta {
                 size: 0,
                 next_index: end,
@@ -513,6 +611,7 @@ impl Log {
             let _ = sealed.max_ts.set(max_ts);
             *sealed.loaded.lock() = Some(Arc::new(Loaded {
                 file: Arc::clone(&old.file),
+                cipher: old.cipher.read().clone(),
                 index,
                 tail: Ok(max_ts),
             }));
@@ -825,7 +924,7 @@ impl Log {
                 fsync_dir(&self.dir)?;
             }
         }
-        let (frame, base, paths, index) = {
+        let (frame, base, paths, index, cipher) = {
             let view = self.view(state, at)?;
             let hint = view.hint_for_index(from);
             let mut walker = walker_at(&view, hint, 64 << 10, |f| f.header.base_index <= from)?;
@@ -851,7 +950,7 @@ impl Log {
                 Hints::Sealed(_) => state.sealed[at].paths.clone(),
                 Hints::Active(active) => active.paths.clone(),
             };
-            (frame, view.base, paths, index)
+            (frame, view.base, paths, index, view.cipher.clone())
         };
         let file = open_rw(&paths.log)?;
         let mut syncs = 0;
@@ -890,8 +989,18 @@ impl Log {
                     payload: &e.payload,
                 })
                 .collect();
+            // An encrypted batch stays encrypted: its head is sealed again under the same
+            // data key with a fresh nonce.
+            let cipher = cipher.filter(|_| frame.header.encrypted);
+            if frame.header.encrypted && cipher.is_none() {
+                return Err(StorageError::corrupt(
+                    &paths.log,
+                    frame.pos,
+                    "encrypted batch in a segment without a key sidecar",
+                ));
+            }
             let mut buf = Vec::new();
-            frame::encode(&mut buf, frame.header.base_index, &refs);
+            frame::encode(&mut buf, frame.header.base_index, &refs, cipher.as_deref())?;
             cut(&file, frame.end_pos(), &mut syncs)?;
             let split = SegmentPaths::new(&self.dir, frame.header.base_index);
             let tmp = SegmentPaths::tmp(&self.dir, frame.header.base_index);
@@ -909,6 +1018,10 @@ impl Log {
             }
             if frame.pos > 0 {
                 write_index_files(&split, &SparseIndex::default())?;
+                // The new segment's sidecar is durable before its log file appears.
+                if let Some(cipher) = &cipher {
+                    cipher.write_sidecar(&self.dir, &split.key, self.cfg.fsync)?;
+                }
             }
             std::fs::rename(&tmp, &split.log)
                 .map_err(|e| StorageError::io("rename segment", &split.log, e))?;
@@ -929,7 +1042,14 @@ impl Log {
             }
             active_base = frame.header.base_index;
         }
-        let active = load_active(&self.dir, active_base, &self.cfg, &mut report, &mut syncs)?;
+        let active = load_active(
+            &self.dir,
+            active_base,
+            &self.cfg,
+            self.keys.as_ref(),
+            &mut report,
+            &mut syncs,
+        )?;
         bump(&self.counters.fdatasyncs, syncs);
         for sealed in &state.sealed[at..] {
             *sealed.loaded.lock() = None;
@@ -1002,18 +1122,23 @@ impl Log {
                     end: Some(sealed.end),
                     file: Arc::clone(&loaded.file),
                     path: &sealed.paths.log,
+                    cipher: loaded.cipher.clone(),
                     hints: Hints::Sealed(loaded),
                 })
             }
             None => {
                 let active = &state.active;
+                // The size first: a cipher is set before the first batch it seals is
+                // counted in the size, so it is visible for every byte read here.
                 let size = active.meta.read().size;
+                let cipher = active.cipher.read().clone();
                 Ok(View {
                     base: active.base,
                     size,
                     end: None,
                     file: Arc::clone(&active.file),
                     path: &active.paths.log,
+                    cipher,
                     hints: Hints::Active(active),
                 })
             }
@@ -1036,7 +1161,11 @@ impl Log {
             if let Some(loaded) = slot.as_ref() {
                 return Ok(Arc::clone(loaded));
             }
-            let loaded = Arc::new(load_sealed_files(sealed, self.cfg.index_interval_bytes)?);
+            let loaded = Arc::new(load_sealed_files(
+                sealed,
+                self.cfg.index_interval_bytes,
+                self.keys.as_ref(),
+            )?);
             if let Ok(ts) = loaded.tail {
                 let _ = sealed.max_ts.set(ts);
             }
@@ -1097,7 +1226,7 @@ fn walker_at<'v>(
     let reader = ChunkReader::new(&view.file, view.path, view.size, chunk);
     if let Some(hint) = hint {
         let start = (u64::from(hint.pos), view.base + u64::from(hint.rel));
-        let mut walker = FrameWalker::new(reader, view.path, start.0, start.1);
+        let mut walker = FrameWalker::new(reader, view.path, start.0, start.1, view.cipher.clone());
         match walker.next_frame() {
             Ok(Some(frame)) if accept(&frame) => {
                 walker.rewind(start.0, start.1);
@@ -1111,7 +1240,13 @@ fn walker_at<'v>(
             Err(e) => return Err(e),
         }
     }
-    Ok(FrameWalker::new(reader, view.path, 0, view.base))
+    Ok(FrameWalker::new(
+        reader,
+        view.path,
+        0,
+        view.base,
+        view.cipher.clone(),
+    ))
 }
 
 /// The first index at or after `ts` within one segment, bounded by `limit`.
@@ -1157,9 +1292,11 @@ fn fsync_dir(dir: &Path) -> Result<(), StorageError> {
         .map_err(|e| StorageError::io("sync directory", dir, e))
 }
 
-/// Creates (or empties) the three files of a segment.
+/// Creates (or empties) the log and index files of a segment; a new segment has no key
+/// sidecar until its first encrypted batch.
 fn create_segment_files(dir: &Path, base: u64) -> Result<SegmentPaths, StorageError> {
     let paths = SegmentPaths::new(dir, base);
+    remove_file_if_present(&paths.key)?;
     for path in [&paths.log, &paths.idx, &paths.tix] {
         OpenOptions::new()
             .write(true)
@@ -1171,20 +1308,25 @@ fn create_segment_files(dir: &Path, base: u64) -> Result<SegmentPaths, StorageEr
     Ok(paths)
 }
 
-/// Removes a segment's files, the log first; missing files are fine.
+fn remove_file_if_present(path: &Path) -> Result<(), StorageError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StorageError::io("remove segment", path, e)),
+    }
+}
+
+/// Removes a segment's files, the log first and the key sidecar last; missing files are
+/// fine.
 fn remove_segment_files(paths: &SegmentPaths) -> Result<(), StorageError> {
-    for path in [&paths.log, &paths.idx, &paths.tix] {
-        match std::fs::remove_file(path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StorageError::io("remove segment", path, e)),
-        }
+    for path in [&paths.log, &paths.idx, &paths.tix, &paths.key] {
+        remove_file_if_present(path)?;
     }
     Ok(())
 }
 
-/// The bases of the segments in `dir`, sorted. Leftover temporary files and index files
-/// without a segment are removed.
+/// The bases of the segments in `dir`, sorted. Leftover temporary files, and index files
+/// and key sidecars without a segment, are removed.
 fn list_segments(dir: &Path) -> Result<Vec<u64>, StorageError> {
     let mut bases = Vec::new();
     let mut orphans = Vec::new();
@@ -1196,7 +1338,7 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>, StorageError> {
         let Some(name) = name.to_str() else { continue };
         if let Some(base) = segment::parse_file_name(name, LOG_EXT) {
             bases.push(base);
-        } else if name.ends_with(TMP_SUFFIX) {
+        } else if name.ends_with(TMP_SUFFIX) || name.ends_with(KEY_TMP_SUFFIX) {
             orphans.push(entry.path());
         }
     }
@@ -1208,7 +1350,8 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>, StorageError> {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         let base = segment::parse_file_name(name, segment::OFFSET_INDEX_EXT)
-            .or_else(|| segment::parse_file_name(name, segment::TIME_INDEX_EXT));
+            .or_else(|| segment::parse_file_name(name, segment::TIME_INDEX_EXT))
+            .or_else(|| segment::parse_file_name(name, segment::KEY_EXT));
         if base.is_some_and(|b| bases.binary_search(&b).is_err()) {
             orphans.push(entry.path());
         }
@@ -1229,9 +1372,11 @@ fn check_predecessor(
     base: u64,
     next_base: u64,
     cfg: &LogConfig,
+    keys: Option<&Arc<dyn KeyProvider>>,
     report: &mut RecoveryReport,
 ) -> Result<bool, StorageError> {
     let paths = SegmentPaths::new(dir, base);
+    let cipher = crypto::load_cipher(&paths.key, keys)?;
     let file = open_rw(&paths.log)?;
     let len = file
         .metadata()
@@ -1250,6 +1395,7 @@ fn check_predecessor(
                 start_index,
                 boundary: Some(next_base),
                 index_interval: cfg.index_interval_bytes,
+                cipher: cipher.clone(),
             },
         )
     };
@@ -1305,10 +1451,12 @@ fn load_active(
     dir: &Path,
     base: u64,
     cfg: &LogConfig,
+    keys: Option<&Arc<dyn KeyProvider>>,
     report: &mut RecoveryReport,
     fdatasyncs: &mut u64,
 ) -> Result<Active, StorageError> {
     let paths = SegmentPaths::new(dir, base);
+    let cipher = crypto::load_cipher(&paths.key, keys)?;
     let file = open_rw(&paths.log)?;
     let len = file
         .metadata()
@@ -1324,6 +1472,7 @@ fn load_active(
             start_index: base,
             boundary: None,
             index_interval: cfg.index_interval_bytes,
+            cipher: cipher.clone(),
         },
     )?;
     if outcome.end_pos < len {
@@ -1361,6 +1510,7 @@ fn load_active(
         base,
         paths,
         file: Arc::new(file),
+        cipher: RwLock::new(cipher),
         persisted_points: Mutex::new(outcome.index.entries.len()),
         meta: RwLock::new(ActiveMeta {
             size: outcome.end_pos,
@@ -1374,8 +1524,13 @@ fn load_active(
 
 /// Opens a sealed segment: its file, its indexes (validated, rebuilt if they do not add
 /// up) and its newest timestamp (from a verified walk of its tail).
-fn load_sealed_files(sealed: &Sealed, interval: u32) -> Result<Loaded, StorageError> {
+fn load_sealed_files(
+    sealed: &Sealed,
+    interval: u32,
+    keys: Option<&Arc<dyn KeyProvider>>,
+) -> Result<Loaded, StorageError> {
     let path = &sealed.paths.log;
+    let cipher = crypto::load_cipher(&sealed.paths.key, keys)?;
     let file = File::open(path).map_err(|e| StorageError::io("open segment", path, e))?;
     let count = sealed.end - sealed.base;
     let hinted =
@@ -1391,6 +1546,7 @@ fn load_sealed_files(sealed: &Sealed, interval: u32) -> Result<Loaded, StorageEr
                 start_index,
                 boundary: Some(sealed.end),
                 index_interval: interval,
+                cipher: cipher.clone(),
             },
         )
     };
@@ -1405,6 +1561,7 @@ fn load_sealed_files(sealed: &Sealed, interval: u32) -> Result<Loaded, StorageEr
         {
             return Ok(Loaded {
                 file: Arc::new(file),
+                cipher,
                 index: index.clone(),
                 tail: Ok(max_ts),
             });
@@ -1430,6 +1587,7 @@ fn load_sealed_files(sealed: &Sealed, interval: u32) -> Result<Loaded, StorageEr
     };
     Ok(Loaded {
         file: Arc::new(file),
+        cipher,
         index: outcome.index,
         tail,
     })

@@ -10,9 +10,17 @@
 //! 00000000000000000000.log   batches, framed as described in `frame`
 //! 00000000000000000000.idx   sparse offset index: (relative index:u32, file position:u32)*
 //! 00000000000000000000.tix   sparse time index:   (first timestamp_ms:u64, relative index:u32)*
+//! 00000000000000000000.key   only for a segment with encrypted batches: its data key,
+//!                            wrapped by a master key (layout in `crypto`)
 //! 00000000000000052113.log   the next segment starts where the previous one ends
 //! ...
 //! ```
+//!
+//! A segment gets a `.key` sidecar, durably, before its first encrypted batch is
+//! written; its batches may mix plaintext (appended while the log's owner did not ask
+//! for encryption) and encrypted ones, all of the latter under that one data key. A
+//! segment whose batches would need a different master key is sealed first, so every
+//! new segment gets a new data key under the newest version of its master key.
 //!
 //! Only the last segment is written to (the active segment); the others are sealed. A new
 //! segment is created when the next batch would push the active one past
@@ -31,32 +39,39 @@
 //! by that batch's base (via a temporary `*.log.tmp` file and a rename) and then cuts the
 //! previous segment at that batch. If a crash lands between the two steps, recovery sees
 //! a segment whose frames run past the next segment's base and cuts them (the newer
-//! segment supersedes the overlap).
+//! segment supersedes the overlap). If the batch was encrypted, the kept entries are
+//! sealed again under the same data key (with a fresh nonce), and a copy of the sidecar
+//! is written for the new segment before its log file is renamed into place.
 //!
 //! All integers are little endian; positions fit in u32 because a segment file never
 //! exceeds `max(segment_bytes, largest frame)`, both capped at 1 GiB.
 
+use crate::crypto::SegmentCipher;
 use crate::error::StorageError;
-use crate::frame::{self, BatchHeader, EntryIter, FRAME_OVERHEAD, PREFIX_LEN};
+use crate::frame::{self, BatchHeader, EntryIter, FRAME_OVERHEAD, OpenError, PREFIX_LEN};
 use bytes::Bytes;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub(crate) const LOG_EXT: &str = "log";
 pub(crate) const OFFSET_INDEX_EXT: &str = "idx";
 pub(crate) const TIME_INDEX_EXT: &str = "tix";
+pub(crate) const KEY_EXT: &str = "key";
 pub(crate) const TMP_SUFFIX: &str = ".log.tmp";
+pub(crate) const KEY_TMP_SUFFIX: &str = ".key.tmp";
 
 const OFFSET_ENTRY_LEN: usize = 8;
 const TIME_ENTRY_LEN: usize = 12;
 
-/// The three files of one segment.
+/// The files of one segment (the key sidecar exists only for encrypted segments).
 #[derive(Debug, Clone)]
 pub(crate) struct SegmentPaths {
     pub log: PathBuf,
     pub idx: PathBuf,
     pub tix: PathBuf,
+    pub key: PathBuf,
 }
 
 impl SegmentPaths {
@@ -65,6 +80,7 @@ impl SegmentPaths {
             log: dir.join(format!("{base:020}.{LOG_EXT}")),
             idx: dir.join(format!("{base:020}.{OFFSET_INDEX_EXT}")),
             tix: dir.join(format!("{base:020}.{TIME_INDEX_EXT}")),
+            key: dir.join(format!("{base:020}.{KEY_EXT}")),
         }
     }
 
@@ -337,7 +353,8 @@ pub(crate) struct RawFrame {
     /// Prefix included.
     pub total_len: u64,
     pub header: BatchHeader,
-    /// Header and entries.
+    /// Header and entries: as on disk from `read_frame`, with the entries opened (in
+    /// clear) from a `FrameWalker`.
     pub body: Bytes,
     pub crc_ok: bool,
 }
@@ -427,9 +444,37 @@ pub(crate) struct ScanFrom {
     /// Stop at this index (the base of the next segment), if any.
     pub boundary: Option<u64>,
     pub index_interval: u32,
+    /// The segment's data key, if it has a sidecar.
+    pub cipher: Option<Arc<SegmentCipher>>,
 }
 
-/// Walks frames from `from.start_pos`, checking length, header, chain and checksum.
+/// Whether a frame as read is sound: its checksum matches and, if it is encrypted, it
+/// passes authentication. The inner error names what failed. An encrypted frame in a
+/// segment without a data key is an error of its own: nothing on disk explains it (the
+/// sidecar is durable before the first encrypted batch), so it is never cut as a torn
+/// tail.
+fn frame_sound(
+    frame: &RawFrame,
+    cipher: Option<&SegmentCipher>,
+    path: &Path,
+) -> Result<Result<Bytes, &'static str>, StorageError> {
+    if !frame.crc_ok {
+        return Ok(Err("checksum mismatch"));
+    }
+    match frame::open_body(&frame.body, &frame.header, cipher) {
+        Ok(body) => Ok(Ok(body)),
+        Err(OpenError::Failed(reason)) => Ok(Err(reason)),
+        Err(OpenError::NoKey) => Err(StorageError::corrupt(
+            path,
+            frame.pos,
+            "encrypted batch in a segment without a key sidecar",
+        )),
+    }
+}
+
+/// Walks frames from `from.start_pos`, checking length, header, chain, checksum and, for
+/// encrypted frames, authentication (a frame that fails it counts as one whose checksum
+/// fails).
 ///
 /// A frame whose checksum fails is kept (and reported in `corrupt_frames`) only when
 /// its header continues the chain and the frame after it is valid and continues the
@@ -488,29 +533,34 @@ pub(crate) fn scan(
             out.stop = ScanStop::Invalid("batch spans the next segment's base");
             return Ok(out);
         }
-        if frame.crc_ok {
-            if let Err(reason) = frame::validate_entries(&frame.body, &frame.header) {
-                out.stop = ScanStop::Invalid(reason);
-                return Ok(out);
-            }
-        } else {
-            let continues = if frame.end_pos() == file_len {
-                from.boundary == Some(frame.header.end_index())
-            } else {
-                match read_frame(&mut reader, frame.end_pos())? {
-                    FrameAt::Frame(next) => {
-                        next.crc_ok
-                            && next.header.base_index == frame.header.end_index()
-                            && frame::validate_entries(&next.body, &next.header).is_ok()
-                    }
-                    FrameAt::Incomplete | FrameAt::Malformed(_) => false,
+        let cipher = from.cipher.as_deref();
+        match frame_sound(&frame, cipher, path)? {
+            Ok(body) => {
+                if let Err(reason) = frame::validate_entries(&body, &frame.header) {
+                    out.stop = ScanStop::Invalid(reason);
+                    return Ok(out);
                 }
-            };
-            if !continues {
-                out.stop = ScanStop::Invalid("checksum mismatch");
-                return Ok(out);
             }
-            out.corrupt_frames.push(frame.pos);
+            Err(failure) => {
+                let continues = if frame.end_pos() == file_len {
+                    from.boundary == Some(frame.header.end_index())
+                } else {
+                    match read_frame(&mut reader, frame.end_pos())? {
+                        FrameAt::Frame(next) => {
+                            next.header.base_index == frame.header.end_index()
+                                && frame_sound(&next, cipher, path)?.is_ok_and(|body| {
+                                    frame::validate_entries(&body, &next.header).is_ok()
+                                })
+                        }
+                        FrameAt::Incomplete | FrameAt::Malformed(_) => false,
+                    }
+                };
+                if !continues {
+                    out.stop = ScanStop::Invalid(failure);
+                    return Ok(out);
+                }
+                out.corrupt_frames.push(frame.pos);
+            }
         }
         let rel = frame.header.base_index - from.segment_base;
         if let Some(point) =
@@ -530,20 +580,30 @@ pub(crate) fn scan(
 
 /// Walks verified frames of one segment for reads: every frame is checked against its
 /// checksum and the index chain, and any mismatch is an error naming the position.
+/// Encrypted frames are opened with the segment's data key (their bodies come back in
+/// clear); one that fails authentication is corrupt like one that fails its checksum.
 pub(crate) struct FrameWalker<'a> {
     reader: ChunkReader<'a>,
     path: &'a Path,
     pos: u64,
     expected: u64,
+    cipher: Option<Arc<SegmentCipher>>,
 }
 
 impl<'a> FrameWalker<'a> {
-    pub fn new(reader: ChunkReader<'a>, path: &'a Path, pos: u64, expected: u64) -> Self {
+    pub fn new(
+        reader: ChunkReader<'a>,
+        path: &'a Path,
+        pos: u64,
+        expected: u64,
+        cipher: Option<Arc<SegmentCipher>>,
+    ) -> Self {
         FrameWalker {
             reader,
             path,
             pos,
             expected,
+            cipher,
         }
     }
 
@@ -563,7 +623,7 @@ impl<'a> FrameWalker<'a> {
         if self.pos >= self.reader.end() {
             return Ok(None);
         }
-        let frame = match read_frame(&mut self.reader, self.pos)? {
+        let mut frame = match read_frame(&mut self.reader, self.pos)? {
             FrameAt::Frame(frame) => frame,
             FrameAt::Incomplete => {
                 return Err(StorageError::corrupt(
@@ -590,6 +650,10 @@ impl<'a> FrameWalker<'a> {
                 "batch does not continue the index sequence",
             ));
         }
+        if frame.header.encrypted {
+            frame.body = frame_sound(&frame, self.cipher.as_deref(), self.path)?
+                .map_err(|reason| StorageError::corrupt(self.path, self.pos, reason))?;
+        }
         self.pos = frame.end_pos();
         self.expected = frame.header.end_index();
         Ok(Some(frame))
@@ -606,6 +670,7 @@ mod tests {
         assert_eq!(paths.log, Path::new("/d/00000000000000052113.log"));
         assert_eq!(paths.idx, Path::new("/d/00000000000000052113.idx"));
         assert_eq!(paths.tix, Path::new("/d/00000000000000052113.tix"));
+        assert_eq!(paths.key, Path::new("/d/00000000000000052113.key"));
         assert_eq!(
             parse_file_name("00000000000000052113.log", LOG_EXT),
             Some(52_113)

@@ -1,7 +1,10 @@
 //! The `sluice` command: `sluice server` runs a node; `sluice bench` drives load at any
 //! Kinesis endpoint; `sluice stream` administers streams over gRPC.
 
+mod auth;
 mod bench;
+mod grpc;
+mod keyring;
 mod stream;
 
 #[global_allocator]
@@ -33,6 +36,11 @@ enum Command {
     /// Administer streams.
     #[command(subcommand)]
     Stream(stream::StreamCommand),
+    /// Manage access keys and their policies.
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
+    /// Manage the master keys of encryption at rest in a local keyring file.
+    Keyring(keyring::KeyringArgs),
 }
 
 #[derive(clap::Args)]
@@ -90,6 +98,8 @@ fn main() -> anyhow::Result<()> {
         Command::Server(args) => run_server(args),
         Command::Bench(args) => bench::run(args),
         Command::Stream(command) => stream::run(command),
+        Command::Auth(command) => auth::run(command),
+        Command::Keyring(args) => keyring::run(args),
     }
 }
 

@@ -1,5 +1,6 @@
 //! `sluice stream …`: stream administration over the native gRPC API.
 
+use crate::grpc::status_error;
 use anyhow::Context;
 use sluice_proto::v1::streams_client::StreamsClient;
 use sluice_proto::v1::{GetScalingPolicyRequest, ScalingPolicy, SetScalingPolicyRequest};
@@ -43,6 +44,9 @@ pub struct AutoscaleArgs {
         default_value = "http://127.0.0.1:50051"
     )]
     endpoint: String,
+    /// PEM CA bundle to trust for an https:// endpoint (besides the system roots).
+    #[arg(long, env = "SLUICE_CA_BUNDLE")]
+    ca_bundle: Option<std::path::PathBuf>,
 }
 
 pub fn run(command: StreamCommand) -> anyhow::Result<()> {
@@ -58,9 +62,8 @@ pub fn run(command: StreamCommand) -> anyhow::Result<()> {
 }
 
 async fn autoscale(args: AutoscaleArgs) -> anyhow::Result<()> {
-    let mut client = StreamsClient::connect(args.endpoint.clone())
-        .await
-        .with_context(|| format!("connect to {}", args.endpoint))?;
+    let (channel, signer) = crate::grpc::connect(&args.endpoint, args.ca_bundle.as_deref()).await?;
+    let mut client = StreamsClient::with_interceptor(channel, signer);
     if args.show {
         let policy = client
             .get_scaling_policy(GetScalingPolicyRequest {
@@ -105,15 +108,4 @@ async fn autoscale(args: AutoscaleArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// One line naming the Kinesis error type and the server's message.
-fn status_error(status: tonic::Status) -> anyhow::Error {
-    let kind = status
-        .metadata()
-        .get("x-sluice-error-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("error")
-        .to_owned();
-    anyhow::anyhow!("{kind}: {}", status.message())
 }

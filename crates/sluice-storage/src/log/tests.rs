@@ -1,6 +1,8 @@
 //! Unit tests of the segment log: append, read, sync, roll-over, index and timestamp
-//! lookups, retention, truncation, reopen, crash recovery and group commit.
+//! lookups, retention, truncation, reopen, crash recovery and group commit; encrypted
+//! segments in `encryption`.
 
+mod encryption;
 mod proptests;
 
 use super::*;
@@ -294,6 +296,7 @@ fn sealed_segments_keep_exact_sparse_indexes() {
                     view.path,
                     0,
                     sealed.base,
+                    None,
                 );
                 let mut pos = 0;
                 while let Some(frame) = walker.next_frame().unwrap() {

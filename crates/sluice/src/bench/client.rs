@@ -79,11 +79,39 @@ impl fmt::Display for CallError {
 
 impl std::error::Error for CallError {}
 
+/// Real SigV4 credentials, from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` and
+/// `AWS_REGION` (or `AWS_DEFAULT_REGION`, else us-east-1).
+#[derive(Clone)]
+struct Credentials {
+    access_key_id: String,
+    secret: String,
+    region: String,
+}
+
+impl Credentials {
+    fn from_env() -> Option<Credentials> {
+        let access_key_id = std::env::var("AWS_ACCESS_KEY_ID").ok()?;
+        let secret = std::env::var("AWS_SECRET_ACCESS_KEY").ok()?;
+        let region = std::env::var("AWS_REGION")
+            .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+            .unwrap_or_else(|_| "us-east-1".to_owned());
+        Some(Credentials {
+            access_key_id,
+            secret,
+            region,
+        })
+    }
+}
+
 /// A cloneable handle on a pool of connections to one endpoint.
 #[derive(Clone)]
 pub struct Kinesis {
     client: Client<HttpConnector, Full<Bytes>>,
     uri: Uri,
+    /// `host:port`, as signed.
+    host: String,
+    /// Sign every request, as AWS clients do; without credentials a dummy header is sent.
+    credentials: Option<Credentials>,
 }
 
 impl Kinesis {
@@ -123,19 +151,49 @@ impl Kinesis {
         Ok(Self {
             client: builder.build(connector),
             uri,
+            host: authority.to_string(),
+            credentials: Credentials::from_env(),
         })
     }
 
     /// The POST request of one operation.
     fn request(&self, op: &str, body: Bytes) -> Result<Request<Full<Bytes>>, CallError> {
-        let target = HeaderValue::from_str(&format!("Kinesis_20131202.{op}"))
-            .map_err(|e| CallError::Transport(e.to_string()))?;
-        Request::builder()
+        let target = format!("Kinesis_20131202.{op}");
+        let target_value =
+            HeaderValue::from_str(&target).map_err(|e| CallError::Transport(e.to_string()))?;
+        let builder = Request::builder()
             .method(Method::POST)
             .uri(self.uri.clone())
             .header(CONTENT_TYPE, CONTENT_TYPE_JSON)
-            .header("x-amz-target", target)
-            .header(AUTHORIZATION, DUMMY_AUTHORIZATION)
+            .header("x-amz-target", target_value);
+        let builder = match &self.credentials {
+            None => builder.header(AUTHORIZATION, DUMMY_AUTHORIZATION),
+            Some(credentials) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                let (authorization, date) = sluice_auth::sigv4::sign(
+                    "POST",
+                    "/",
+                    &self.host,
+                    &[
+                        ("content-type", CONTENT_TYPE_JSON),
+                        ("x-amz-target", &target),
+                    ],
+                    &body,
+                    &credentials.access_key_id,
+                    &credentials.secret,
+                    &credentials.region,
+                    "kinesis",
+                    now,
+                );
+                builder
+                    .header(AUTHORIZATION, authorization)
+                    .header("x-amz-date", date)
+            }
+        };
+        builder
             .body(Full::new(body))
             .map_err(|e| CallError::Transport(e.to_string()))
     }

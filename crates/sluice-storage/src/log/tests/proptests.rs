@@ -1,7 +1,9 @@
 //! Model-based test: random sequences of append, sync, read, timestamp lookup, reopen,
 //! truncation, retention and trimming, checked against an in-memory model of the log.
+//! Appends are plaintext or encrypted under one of two master keys, at random.
 
 use super::*;
+use crate::keyring::{KINESIS_MANAGED_ALIAS, LocalKeyring};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -9,6 +11,8 @@ enum Op {
     Append {
         sizes: Vec<usize>,
         ts_step: u64,
+        /// 0: plaintext; 1 or 2: encrypted under that master key.
+        key: usize,
     },
     Sync,
     Read {
@@ -34,8 +38,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (prop::collection::vec(0usize..200, 1..8), 0u64..3)
-            .prop_map(|(sizes, ts_step)| Op::Append { sizes, ts_step }),
+        6 => (prop::collection::vec(0usize..200, 1..8), 0u64..3, 0usize..3)
+            .prop_map(|(sizes, ts_step, key)| Op::Append { sizes, ts_step, key }),
         1 => Just(Op::Sync),
         3 => (0u64..40, 0u64..40, 0usize..20, 0usize..600).prop_map(|(from_back, len, max_entries, max_bytes)| Op::Read {
             from_back,
@@ -87,6 +91,9 @@ impl Model {
 struct Harness {
     dir: TempDir,
     cfg: LogConfig,
+    keys: Arc<LocalKeyring>,
+    /// The two master keys appends may use.
+    masters: [EncryptionKey; 2],
     log: Option<Log>,
     model: Model,
 }
@@ -98,7 +105,11 @@ impl Harness {
 
     fn apply(&mut self, op: &Op) {
         match op {
-            Op::Append { sizes, ts_step } => {
+            Op::Append {
+                sizes,
+                ts_step,
+                key,
+            } => {
                 self.model.clock += ts_step;
                 self.model.salt += 1;
                 let first = self.model.next();
@@ -124,7 +135,8 @@ impl Harness {
                         payload: &e.payload,
                     })
                     .collect();
-                let range = self.log().append(&refs).unwrap();
+                let master = key.checked_sub(1).map(|k| &self.masters[k]);
+                let range = self.log().append_with(&refs, master).unwrap();
                 assert_eq!(range, (first, first + new.len() as u64 - 1));
                 self.model.entries.extend(new);
             }
@@ -183,7 +195,12 @@ impl Harness {
             }
             Op::Reopen => {
                 drop(self.log.take());
-                let log = Log::open(self.dir.path(), self.cfg.clone()).unwrap();
+                let log = Log::open_with_keys(
+                    self.dir.path(),
+                    self.cfg.clone(),
+                    Arc::clone(&self.keys) as Arc<dyn KeyProvider>,
+                )
+                .unwrap();
                 assert_eq!(log.recovery_report(), RecoveryReport::default());
                 assert_eq!(log.durable_index(), self.model.next().checked_sub(1));
                 self.log = Some(log);
@@ -268,8 +285,14 @@ proptest! {
     ) {
         let cfg = config(segment_bytes, index_interval_bytes);
         let dir = TempDir::new().unwrap();
-        let log = Log::open(dir.path(), cfg.clone()).unwrap();
-        let mut harness = Harness { dir, cfg, log: Some(log), model: Model::default() };
+        let keys = Arc::new(LocalKeyring::ephemeral().unwrap());
+        keys.create_key(&["alias/second".to_owned()], "").unwrap();
+        let masters = [
+            keys.resolve(KINESIS_MANAGED_ALIAS).unwrap(),
+            keys.resolve("alias/second").unwrap(),
+        ];
+        let log = Log::open_with_keys(dir.path(), cfg.clone(), Arc::clone(&keys) as Arc<dyn KeyProvider>).unwrap();
+        let mut harness = Harness { dir, cfg, keys, masters, log: Some(log), model: Model::default() };
         for op in &ops {
             harness.apply(op);
             harness.check();

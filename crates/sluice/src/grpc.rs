@@ -1,0 +1,86 @@
+//! The CLI's gRPC connection: one channel to a node (TLS for `https://` endpoints, trusting
+//! the system roots and the PEM bundle in `--ca-bundle` / `SLUICE_CA_BUNDLE`), every call
+//! signed with the access key in `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` when they are
+//! set (nodes running with authentication require it; open nodes ignore it).
+
+use anyhow::Context;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+/// Signs each call for the node's `authorization` check.
+#[derive(Clone)]
+pub struct Signer {
+    credentials: Option<(String, String)>,
+}
+
+impl Signer {
+    pub fn from_env() -> Self {
+        let id = std::env::var("AWS_ACCESS_KEY_ID").ok();
+        let secret = std::env::var("AWS_SECRET_ACCESS_KEY").ok();
+        Signer {
+            credentials: id.zip(secret),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for Signer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        let Some((id, secret)) = &self.credentials else {
+            return Ok(request);
+        };
+        let path = request
+            .extensions()
+            .get::<tonic::GrpcMethod>()
+            .map(|m| format!("/{}/{}", m.service(), m.method()))
+            .unwrap_or_default();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let value = sluice_auth::token::sign(id, secret, &path, now);
+        let value = value
+            .parse()
+            .map_err(|_| tonic::Status::invalid_argument("access key id is not valid metadata"))?;
+        request.metadata_mut().insert("authorization", value);
+        Ok(request)
+    }
+}
+
+pub type Signed = InterceptedService<Channel, Signer>;
+
+/// Connects to a node's gRPC endpoint.
+pub async fn connect(
+    endpoint: &str,
+    ca_bundle: Option<&std::path::Path>,
+) -> anyhow::Result<(Channel, Signer)> {
+    let mut builder = Channel::from_shared(endpoint.to_owned())
+        .with_context(|| format!("invalid endpoint {endpoint}"))?;
+    if endpoint.starts_with("https://") {
+        let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+        if let Some(path) = ca_bundle {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("read CA bundle {}", path.display()))?;
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        }
+        builder = builder.tls_config(tls).context("configure TLS")?;
+    }
+    let channel = builder
+        .connect()
+        .await
+        .with_context(|| format!("connect to {endpoint}"))?;
+    Ok((channel, Signer::from_env()))
+}
+
+/// One line naming the Kinesis error type and the server's message.
+pub fn status_error(status: tonic::Status) -> anyhow::Error {
+    let kind = status
+        .metadata()
+        .get("x-sluice-error-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("error")
+        .to_owned();
+    anyhow::anyhow!("{kind}: {}", status.message())
+}

@@ -1,0 +1,269 @@
+"""TLS as AWS clients use it: the AWS CLI with `--ca-bundle` and boto3 with `verify=`
+against a node started with `--tls-cert/--tls-key`, certificates made by trustme."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import ssl
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+import trustme
+from botocore.config import Config
+from botocore.exceptions import ConnectionClosedError, SSLError
+
+import support
+from conftest import _binary, _free_ports, _stop
+
+CLI_TIMEOUT = 60
+STARTUP_TIMEOUT = 30.0
+
+
+@dataclass
+class TlsNode:
+    endpoint: str
+    port: int
+    ca_bundle: Path
+    process: subprocess.Popen
+    log_path: Path
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no server log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _answers_https(port: int, ca_bundle: Path) -> bool:
+    """True once the node completes a handshake trusted by `ca_bundle` and answers."""
+    context = ssl.create_default_context(cafile=str(ca_bundle))
+    try:
+        connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=2, context=context)
+        connection.request(
+            "POST",
+            "/",
+            body=b"{}",
+            headers={
+                "Content-Type": support.JSON_CONTENT_TYPE,
+                "X-Amz-Target": support.TARGET_PREFIX + "ListStreams",
+            },
+        )
+        status = connection.getresponse().status
+        connection.close()
+        return status == 200
+    except OSError:
+        return False
+
+
+def _start_tls_node(root: Path, leaf: trustme.LeafCert, ca: trustme.CA) -> TlsNode:
+    """Starts `sluice server` with TLS on free ports and waits until HTTPS answers."""
+    cert, key, ca_bundle = root / "server.crt", root / "server.key", root / "ca.pem"
+    # The full chain (leaf first, then any intermediates), as a web server wants it.
+    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(ca_bundle))
+    kinesis_port, grpc_port = _free_ports(2)
+    env = dict(os.environ, SLUICE_LOG_LEVEL=os.environ.get("SLUICE_LOG_LEVEL", "warn"))
+    log_path = root / "server.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [
+                str(_binary()),
+                "server",
+                "--data-dir",
+                str(root / "data"),
+                "--kinesis-addr",
+                f"127.0.0.1:{kinesis_port}",
+                "--grpc-addr",
+                f"127.0.0.1:{grpc_port}",
+                "--fsync",
+                "false",
+                "--tls-cert",
+                str(cert),
+                "--tls-key",
+                str(key),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    node = TlsNode(f"https://127.0.0.1:{kinesis_port}", kinesis_port, ca_bundle, process, log_path)
+    try:
+        support.poll(
+            lambda: process.poll() is not None or _answers_https(kinesis_port, ca_bundle),
+            timeout=STARTUP_TIMEOUT,
+            what="the tls node to answer",
+        )
+    except AssertionError:
+        _stop(process)
+        raise
+    if process.poll() is not None:
+        pytest.fail(f"sluice server with tls exited at start:\n{node.log_tail()}")
+    return node
+
+
+def _finish(node: TlsNode) -> None:
+    crashed = node.process.poll() is not None
+    _stop(node.process)
+    if crashed:
+        pytest.fail(f"sluice server with tls exited during the run:\n{node.log_tail()}")
+    if "panicked" in node.log_path.read_text(errors="replace"):
+        pytest.fail(f"sluice server with tls panicked:\n{node.log_tail()}")
+
+
+@pytest.fixture(scope="module")
+def tls_node(tmp_path_factory):
+    """A node whose certificate (ECDSA, SEC1 key) trustme's CA signed."""
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    node = _start_tls_node(tmp_path_factory.mktemp("sluice-tls"), leaf, ca)
+    yield node
+    _finish(node)
+
+
+def _boto3(endpoint: str, verify: str | bool):
+    return boto3.client(
+        "kinesis",
+        endpoint_url=endpoint,
+        region_name=support.REGION,
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        verify=verify,
+        config=Config(
+            retries={"mode": "standard", "max_attempts": 1}, connect_timeout=5, read_timeout=30
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def aws(tls_node, tmp_path_factory):
+    """Runs `aws kinesis <args> --endpoint-url https://...` with a clean AWS environment."""
+    home = tmp_path_factory.mktemp("aws-cli-tls-home")
+    # Drop AWS_CA_BUNDLE and friends from the host, so only --ca-bundle decides trust.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    env.update(
+        HOME=str(home),
+        AWS_ACCESS_KEY_ID="x",
+        AWS_SECRET_ACCESS_KEY="x",
+        AWS_CONFIG_FILE=str(home / "config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(home / "credentials"),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+
+    def run(*args: str, ca_bundle: Path | None = tls_node.ca_bundle):
+        trust = ["--ca-bundle", str(ca_bundle)] if ca_bundle is not None else []
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "awscli",
+                "kinesis",
+                *args,
+                "--endpoint-url",
+                tls_node.endpoint,
+                *trust,
+                "--region",
+                support.REGION,
+                "--output",
+                "json",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    return run
+
+
+def ok(process: subprocess.CompletedProcess) -> dict:
+    assert process.returncode == 0, f"exit {process.returncode}: {process.stderr}"
+    return json.loads(process.stdout) if process.stdout.strip() else {}
+
+
+def test_cli_over_https_with_ca_bundle(aws):
+    name = support.unique_name("cli-tls")
+    assert ok(aws("create-stream", "--stream-name", name, "--shard-count", "1")) == {}
+    ok(aws("wait", "stream-exists", "--stream-name", name))
+    put = ok(
+        aws("put-record", "--stream-name", name, "--partition-key", "k", "--data", "over tls")
+    )
+    iterator = ok(
+        aws(
+            "get-shard-iterator",
+            "--stream-name",
+            name,
+            "--shard-id",
+            put["ShardId"],
+            "--shard-iterator-type",
+            "TRIM_HORIZON",
+        )
+    )["ShardIterator"]
+    records = ok(aws("get-records", "--shard-iterator", iterator))["Records"]
+    assert [r["SequenceNumber"] for r in records] == [put["SequenceNumber"]]
+    assert base64.b64decode(records[0]["Data"]) == b"over tls"
+    assert name in ok(aws("list-streams"))["StreamNames"]
+
+
+def test_cli_refuses_a_certificate_it_does_not_trust(aws):
+    failed = aws("list-streams", ca_bundle=None)
+    assert failed.returncode != 0
+    assert "SSL validation failed" in failed.stderr, failed.stderr
+
+
+def test_boto3_over_https_with_verify(tls_node):
+    kinesis = _boto3(tls_node.endpoint, str(tls_node.ca_bundle))
+    name = support.unique_name("boto3-tls")
+    kinesis.create_stream(StreamName=name, ShardCount=2)
+    support.wait_active(kinesis, name)
+    entries = [{"Data": f"record-{i}".encode(), "PartitionKey": f"key-{i}"} for i in range(20)]
+    put = kinesis.put_records(StreamName=name, Records=entries)
+    assert put["FailedRecordCount"] == 0
+    read = []
+    for shard in support.all_shards(kinesis, name):
+        records, _ = support.read_from(kinesis, name, shard["ShardId"])
+        read.extend(records)
+    assert sorted(r["Data"] for r in read) == sorted(e["Data"] for e in entries)
+    kinesis.delete_stream(StreamName=name)
+    support.wait_gone(kinesis, name)
+
+
+def test_boto3_refuses_a_certificate_it_does_not_trust(tls_node, tmp_path):
+    stranger = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(stranger))
+    kinesis = _boto3(tls_node.endpoint, str(stranger))
+    with pytest.raises(SSLError):
+        kinesis.list_streams()
+
+
+def test_plain_http_to_the_tls_port_fails(tls_node):
+    kinesis = _boto3(f"http://127.0.0.1:{tls_node.port}", False)
+    # The node answers the cleartext request with a TLS alert and closes the connection.
+    with pytest.raises(ConnectionClosedError):
+        kinesis.list_streams()
+    # The node is unharmed.
+    assert "StreamNames" in _boto3(tls_node.endpoint, str(tls_node.ca_bundle)).list_streams()
+
+
+def test_rsa_pkcs1_key_and_intermediate_chain(tmp_path_factory):
+    root = trustme.CA(key_type=trustme.KeyType.RSA)
+    intermediate = root.create_child_ca(key_type=trustme.KeyType.RSA)
+    leaf = intermediate.issue_cert("127.0.0.1", key_type=trustme.KeyType.RSA)
+    assert leaf.private_key_pem.bytes().startswith(b"-----BEGIN RSA PRIVATE KEY-----")
+    assert len(leaf.cert_chain_pems) == 2
+    node = _start_tls_node(tmp_path_factory.mktemp("sluice-tls-rsa"), leaf, root)
+    try:
+        kinesis = _boto3(node.endpoint, str(node.ca_bundle))
+        assert "StreamNames" in kinesis.list_streams()
+    finally:
+        _finish(node)
