@@ -125,17 +125,8 @@ async fn sigv4_signatures_are_checked_as_aws_checks_them() {
     );
 
     // Dates outside the 15-minute window, both ways.
-    let body = br#"{"StreamName":"signed"}"#;
     let past = SystemTime::now() - Duration::from_secs(20 * 60);
-    let response = send_request(signed_kinesis_request(
-        node.kinesis_addr,
-        &admin(),
-        "DescribeStreamSummary",
-        body,
-        past,
-        "us-east-1",
-    ))
-    .await;
+    let response = describe_signed_at(&node, past, "us-east-1").await;
     assert_eq!(response.status, 400);
     assert_eq!(error_type(&response), "InvalidSignatureException");
     assert!(
@@ -144,28 +135,12 @@ async fn sigv4_signatures_are_checked_as_aws_checks_them() {
         message(&response)
     );
     let future = SystemTime::now() + Duration::from_secs(20 * 60);
-    let response = send_request(signed_kinesis_request(
-        node.kinesis_addr,
-        &admin(),
-        "DescribeStreamSummary",
-        body,
-        future,
-        "us-east-1",
-    ))
-    .await;
+    let response = describe_signed_at(&node, future, "us-east-1").await;
     assert_eq!(error_type(&response), "InvalidSignatureException");
     assert!(message(&response).starts_with("Signature not yet current: "));
 
     // Another region's scope.
-    let response = send_request(signed_kinesis_request(
-        node.kinesis_addr,
-        &admin(),
-        "DescribeStreamSummary",
-        body,
-        SystemTime::now(),
-        "eu-west-1",
-    ))
-    .await;
+    let response = describe_signed_at(&node, SystemTime::now(), "eu-west-1").await;
     assert_eq!(error_type(&response), "InvalidSignatureException");
     assert_eq!(
         message(&response),
@@ -217,6 +192,19 @@ async fn sigv4_signatures_are_checked_as_aws_checks_them() {
     assert!(message(&response).starts_with(
         "Authorization header requires 'Signature' parameter. Authorization header requires 'SignedHeaders' parameter."
     ));
+}
+
+/// DescribeStreamSummary of `signed`, signed by the admin key as of `time` for `region`.
+async fn describe_signed_at(node: &Node, time: SystemTime, region: &str) -> RawResponse {
+    send_request(signed_kinesis_request(
+        node.kinesis_addr,
+        &admin(),
+        "DescribeStreamSummary",
+        br#"{"StreamName":"signed"}"#,
+        time,
+        region,
+    ))
+    .await
 }
 
 fn http_value(text: &'static str) -> hyper::header::HeaderValue {

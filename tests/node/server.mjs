@@ -46,8 +46,9 @@ export async function poll(what, check, timeoutMs = 15_000) {
   }
 }
 
-/** Starts a server and waits until its Kinesis port accepts connections. */
-export async function startServer(prefix) {
+/** Starts a server (with extra environment, e.g. authentication settings) and waits until
+ * its Kinesis port accepts connections. */
+export async function startServer(prefix, env = {}) {
   assert.ok(existsSync(binary), `sluice binary not found at ${binary} (set SLUICE_BIN)`);
   const dataDir = mkdtempSync(join(tmpdir(), `${prefix}-`));
   const kinesisPort = await freePort();
@@ -63,7 +64,7 @@ export async function startServer(prefix) {
       "--fsync", "false",
     ],
     {
-      env: { ...process.env, SLUICE_LOG_LEVEL: process.env.SLUICE_LOG_LEVEL ?? "warn" },
+      env: { ...process.env, SLUICE_LOG_LEVEL: process.env.SLUICE_LOG_LEVEL ?? "warn", ...env },
       stdio: ["ignore", "pipe", "pipe"],
     },
   );

@@ -6,6 +6,7 @@ import http.client
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass
@@ -27,6 +28,9 @@ class Server:
     endpoint: str
     process: subprocess.Popen
     log_path: Path
+    kinesis_port: int = 0
+    grpc_endpoint: str = ""
+    ca_bundle: Path | None = None
 
     def log_tail(self, lines: int = 60) -> str:
         try:
@@ -34,6 +38,10 @@ class Server:
         except OSError:
             return "(no server log)"
         return "\n".join(text.splitlines()[-lines:])
+
+
+class NodeDidNotStart(Exception):
+    """The node exited or never answered; the message holds its last log lines."""
 
 
 def _free_ports(count: int) -> list[int]:
@@ -49,10 +57,15 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _answers(port: int) -> bool:
-    """True once the Kinesis port answers a ListStreams call."""
+def _answers(port: int, ca_bundle: Path | None = None) -> bool:
+    """True once the Kinesis port answers an HTTP request at all (over TLS trusting
+    `ca_bundle` when given). A node with authentication on answers unsigned calls with 400."""
     try:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        if ca_bundle:
+            context = ssl.create_default_context(cafile=str(ca_bundle))
+            connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=2, context=context)
+        else:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
         connection.request(
             "POST",
             "/",
@@ -62,9 +75,9 @@ def _answers(port: int) -> bool:
                 "X-Amz-Target": support.TARGET_PREFIX + "ListStreams",
             },
         )
-        status = connection.getresponse().status
+        connection.getresponse().read()
         connection.close()
-        return status == 200
+        return True
     except OSError:
         return False
 
@@ -90,56 +103,83 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait(timeout=10)
 
 
+def start_node(
+    root: Path,
+    args: tuple[str, ...] | list[str] = (),
+    env: dict[str, str] | None = None,
+    ca_bundle: Path | None = None,
+) -> Server:
+    """Starts `sluice server` on free ports with its data and log under `root` (extra flags
+    in `args`, extra environment in `env`; https when `ca_bundle` is given) and waits until
+    the Kinesis port answers."""
+    kinesis_port, grpc_port = _free_ports(2)
+    root.mkdir(parents=True, exist_ok=True)
+    log_path = root / "server.log"
+    full_env = dict(os.environ, SLUICE_LOG_LEVEL=os.environ.get("SLUICE_LOG_LEVEL", "warn"))
+    full_env.update(env or {})
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [
+                str(_binary()),
+                "server",
+                "--data-dir",
+                str(root / "data"),
+                "--kinesis-addr",
+                f"127.0.0.1:{kinesis_port}",
+                "--grpc-addr",
+                f"127.0.0.1:{grpc_port}",
+                "--fsync",
+                "false",
+                *args,
+            ],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    scheme = "https" if ca_bundle else "http"
+    server = Server(
+        endpoint=f"{scheme}://127.0.0.1:{kinesis_port}",
+        process=process,
+        log_path=log_path,
+        kinesis_port=kinesis_port,
+        grpc_endpoint=f"{scheme}://127.0.0.1:{grpc_port}",
+        ca_bundle=ca_bundle,
+    )
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline and process.poll() is None:
+        if _answers(kinesis_port, ca_bundle):
+            return server
+        time.sleep(0.05)
+    _stop(process)
+    raise NodeDidNotStart(server.log_tail())
+
+
+def finish_node(server: Server) -> None:
+    """Stops a node; fails the test if it crashed or panicked while it ran."""
+    crashed = server.process.poll() is not None
+    _stop(server.process)
+    if crashed:
+        pytest.fail(f"sluice server exited during the run:\n{server.log_tail()}")
+    if "panicked" in server.log_path.read_text(errors="replace"):
+        pytest.fail(f"sluice server panicked during the run:\n{server.log_tail()}")
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
-    binary = _binary()
-    env = dict(os.environ, SLUICE_LOG_LEVEL=os.environ.get("SLUICE_LOG_LEVEL", "warn"))
     last_error = ""
     for attempt in range(3):
-        kinesis_port, grpc_port = _free_ports(2)
-        root = tmp_path_factory.mktemp(f"sluice-{attempt}")
-        log_path = root / "server.log"
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                [
-                    str(binary),
-                    "server",
-                    "--data-dir",
-                    str(root / "data"),
-                    "--kinesis-addr",
-                    f"127.0.0.1:{kinesis_port}",
-                    "--grpc-addr",
-                    f"127.0.0.1:{grpc_port}",
-                    "--fsync",
-                    "false",
-                ],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        instance = Server(f"http://127.0.0.1:{kinesis_port}", process, log_path)
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline and process.poll() is None:
-            if _answers(kinesis_port):
-                break
-            time.sleep(0.05)
-        if process.poll() is None and _answers(kinesis_port):
+        try:
+            instance = start_node(tmp_path_factory.mktemp(f"sluice-{attempt}"))
             break
-        _stop(process)
-        last_error = instance.log_tail()
+        except NodeDidNotStart as error:
+            last_error = str(error)
     else:
         pytest.exit(f"sluice server did not start:\n{last_error}", returncode=3)
 
     yield instance
 
-    crashed = process.poll() is not None
-    _stop(process)
-    log_text = log_path.read_text(errors="replace")
-    if crashed:
-        pytest.fail(f"sluice server exited during the run:\n{instance.log_tail()}")
-    if "panicked" in log_text:
-        pytest.fail(f"sluice server panicked during the run:\n{instance.log_tail()}")
+    finish_node(instance)
 
 
 @pytest.fixture(autouse=True)

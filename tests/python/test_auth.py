@@ -5,12 +5,9 @@ CLI, and boto3 calls signed with right and wrong secrets, stale dates and tamper
 from __future__ import annotations
 
 import datetime
-import http.client
 import json
 import os
-import ssl
 import subprocess
-import time
 from unittest import mock
 
 import boto3
@@ -20,99 +17,41 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 import support
-from conftest import _binary, _free_ports, _stop
+from conftest import NodeDidNotStart, Server, _binary, finish_node, start_node
 
 ADMIN_ID = "AKIAPYTESTADMIN00001"
 ADMIN_SECRET = "python-suite-admin-secret"
 
 
-def _serving(port: int, ca_bundle: str | None = None) -> bool:
-    """True once the Kinesis port answers at all (unsigned calls get a 400)."""
+ADMIN_ENV = {
+    "SLUICE_AUTH": "sigv4",
+    "SLUICE_ADMIN_ACCESS_KEY_ID": ADMIN_ID,
+    "SLUICE_ADMIN_SECRET_ACCESS_KEY": ADMIN_SECRET,
+}
+
+
+def _start(root, args=(), ca_bundle=None) -> Server:
     try:
-        if ca_bundle:
-            context = ssl.create_default_context(cafile=ca_bundle)
-            connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=2, context=context)
-        else:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        connection.request("POST", "/", body=b"{}")
-        connection.getresponse().read()
-        connection.close()
-        return True
-    except OSError:
-        return False
-
-
-def _start(root, extra_args=(), ca_bundle: str | None = None):
-    binary = _binary()
-    kinesis_port, grpc_port = _free_ports(2)
-    env = dict(
-        os.environ,
-        SLUICE_AUTH="sigv4",
-        SLUICE_ADMIN_ACCESS_KEY_ID=ADMIN_ID,
-        SLUICE_ADMIN_SECRET_ACCESS_KEY=ADMIN_SECRET,
-        SLUICE_LOG_LEVEL="warn",
-    )
-    log_path = root / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [
-                str(binary),
-                "server",
-                "--data-dir",
-                str(root / "data"),
-                "--kinesis-addr",
-                f"127.0.0.1:{kinesis_port}",
-                "--grpc-addr",
-                f"127.0.0.1:{grpc_port}",
-                "--fsync",
-                "false",
-                *extra_args,
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    deadline = time.monotonic() + 30
-    while (
-        time.monotonic() < deadline
-        and process.poll() is None
-        and not _serving(kinesis_port, ca_bundle)
-    ):
-        time.sleep(0.05)
-    if process.poll() is not None or not _serving(kinesis_port, ca_bundle):
-        _stop(process)
-        pytest.fail(f"auth node did not start:\n{log_path.read_text(errors='replace')}")
-    scheme = "https" if ca_bundle else "http"
-    node = {
-        "endpoint": f"{scheme}://127.0.0.1:{kinesis_port}",
-        "grpc": f"{scheme}://127.0.0.1:{grpc_port}",
-        "binary": binary,
-        "verify": ca_bundle,
-    }
-    return node, process, log_path
-
-
-def _finish(process, log_path) -> None:
-    _stop(process)
-    assert "panicked" not in log_path.read_text(errors="replace")
+        return start_node(root, args, env=ADMIN_ENV, ca_bundle=ca_bundle)
+    except NodeDidNotStart as error:
+        pytest.fail(f"auth node did not start:\n{error}")
 
 
 @pytest.fixture(scope="module")
 def auth_node(tmp_path_factory):
-    node, process, log_path = _start(tmp_path_factory.mktemp("auth"))
+    node = _start(tmp_path_factory.mktemp("auth"))
     yield node
-    _finish(process, log_path)
+    finish_node(node)
 
 
 def client(node, key_id: str, secret: str):
     return boto3.client(
         "kinesis",
-        endpoint_url=node["endpoint"],
+        endpoint_url=node.endpoint,
         region_name=support.REGION,
         aws_access_key_id=key_id,
         aws_secret_access_key=secret,
-        verify=node.get("verify"),
+        verify=str(node.ca_bundle) if node.ca_bundle else None,
         config=Config(retries={"max_attempts": 1}),
     )
 
@@ -122,12 +61,12 @@ def sluice_cli(node, *args: str, key: tuple[str, str] = (ADMIN_ID, ADMIN_SECRET)
         os.environ,
         AWS_ACCESS_KEY_ID=key[0],
         AWS_SECRET_ACCESS_KEY=key[1],
-        SLUICE_ENDPOINT=node["grpc"],
+        SLUICE_ENDPOINT=node.grpc_endpoint,
     )
-    if node.get("verify"):
-        env["SLUICE_CA_BUNDLE"] = node["verify"]
+    if node.ca_bundle:
+        env["SLUICE_CA_BUNDLE"] = str(node.ca_bundle)
     result = subprocess.run(
-        [str(node["binary"]), *args], env=env, capture_output=True, text=True, timeout=60
+        [str(_binary()), *args], env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -253,12 +192,12 @@ def test_keys_and_policies_from_the_cli_decide_what_boto3_may_do(auth_node):
 
     # Dave cannot manage keys; deleting his key locks him out.
     denied = subprocess.run(
-        [str(auth_node["binary"]), "auth", "key", "list"],
+        [str(_binary()), "auth", "key", "list"],
         env=dict(
             os.environ,
             AWS_ACCESS_KEY_ID=key[0],
             AWS_SECRET_ACCESS_KEY=key[1],
-            SLUICE_ENDPOINT=auth_node["grpc"],
+            SLUICE_ENDPOINT=auth_node.grpc_endpoint,
         ),
         capture_output=True,
         text=True,
@@ -285,9 +224,7 @@ def test_a_new_user_over_tls_gets_exactly_what_the_policy_allows(tmp_path_factor
         extra.write_to_path(str(cert), append=True)
     leaf.private_key_pem.write_to_path(str(key))
     ca.cert_pem.write_to_path(str(bundle))
-    node, process, log_path = _start(
-        root, ["--tls-cert", str(cert), "--tls-key", str(key)], ca_bundle=str(bundle)
-    )
+    node = _start(root, ["--tls-cert", str(cert), "--tls-key", str(key)], ca_bundle=bundle)
     try:
         admin = client(node, ADMIN_ID, ADMIN_SECRET)
         name = support.unique_name("tls-auth")
@@ -317,4 +254,4 @@ def test_a_new_user_over_tls_gets_exactly_what_the_policy_allows(tmp_path_factor
         assert code == "AccessDeniedException"
         assert "kinesis:DescribeStream" in message
     finally:
-        _finish(process, log_path)
+        finish_node(node)

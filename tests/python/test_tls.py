@@ -4,13 +4,10 @@ against a node started with `--tls-cert/--tls-key`, certificates made by trustme
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import os
-import ssl
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
@@ -20,104 +17,23 @@ from botocore.config import Config
 from botocore.exceptions import ConnectionClosedError, SSLError
 
 import support
-from conftest import _binary, _free_ports, _stop
+from conftest import NodeDidNotStart, Server, finish_node, start_node
 
 CLI_TIMEOUT = 60
-STARTUP_TIMEOUT = 30.0
 
 
-@dataclass
-class TlsNode:
-    endpoint: str
-    port: int
-    ca_bundle: Path
-    process: subprocess.Popen
-    log_path: Path
-
-    def log_tail(self, lines: int = 60) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no server log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def _answers_https(port: int, ca_bundle: Path) -> bool:
-    """True once the node completes a handshake trusted by `ca_bundle` and answers."""
-    context = ssl.create_default_context(cafile=str(ca_bundle))
-    try:
-        connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=2, context=context)
-        connection.request(
-            "POST",
-            "/",
-            body=b"{}",
-            headers={
-                "Content-Type": support.JSON_CONTENT_TYPE,
-                "X-Amz-Target": support.TARGET_PREFIX + "ListStreams",
-            },
-        )
-        status = connection.getresponse().status
-        connection.close()
-        return status == 200
-    except OSError:
-        return False
-
-
-def _start_tls_node(root: Path, leaf: trustme.LeafCert, ca: trustme.CA) -> TlsNode:
+def _start_tls_node(root: Path, leaf: trustme.LeafCert, ca: trustme.CA) -> Server:
     """Starts `sluice server` with TLS on free ports and waits until HTTPS answers."""
+    root.mkdir(parents=True, exist_ok=True)
     cert, key, ca_bundle = root / "server.crt", root / "server.key", root / "ca.pem"
     # The full chain (leaf first, then any intermediates), as a web server wants it.
     cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
     leaf.private_key_pem.write_to_path(str(key))
     ca.cert_pem.write_to_path(str(ca_bundle))
-    kinesis_port, grpc_port = _free_ports(2)
-    env = dict(os.environ, SLUICE_LOG_LEVEL=os.environ.get("SLUICE_LOG_LEVEL", "warn"))
-    log_path = root / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [
-                str(_binary()),
-                "server",
-                "--data-dir",
-                str(root / "data"),
-                "--kinesis-addr",
-                f"127.0.0.1:{kinesis_port}",
-                "--grpc-addr",
-                f"127.0.0.1:{grpc_port}",
-                "--fsync",
-                "false",
-                "--tls-cert",
-                str(cert),
-                "--tls-key",
-                str(key),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    node = TlsNode(f"https://127.0.0.1:{kinesis_port}", kinesis_port, ca_bundle, process, log_path)
     try:
-        support.poll(
-            lambda: process.poll() is not None or _answers_https(kinesis_port, ca_bundle),
-            timeout=STARTUP_TIMEOUT,
-            what="the tls node to answer",
-        )
-    except AssertionError:
-        _stop(process)
-        raise
-    if process.poll() is not None:
-        pytest.fail(f"sluice server with tls exited at start:\n{node.log_tail()}")
-    return node
-
-
-def _finish(node: TlsNode) -> None:
-    crashed = node.process.poll() is not None
-    _stop(node.process)
-    if crashed:
-        pytest.fail(f"sluice server with tls exited during the run:\n{node.log_tail()}")
-    if "panicked" in node.log_path.read_text(errors="replace"):
-        pytest.fail(f"sluice server with tls panicked:\n{node.log_tail()}")
+        return start_node(root, ["--tls-cert", str(cert), "--tls-key", str(key)], ca_bundle=ca_bundle)
+    except NodeDidNotStart as error:
+        pytest.fail(f"sluice server with tls did not start:\n{error}")
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +43,7 @@ def tls_node(tmp_path_factory):
     leaf = ca.issue_cert("127.0.0.1", "localhost")
     node = _start_tls_node(tmp_path_factory.mktemp("sluice-tls"), leaf, ca)
     yield node
-    _finish(node)
+    finish_node(node)
 
 
 def _boto3(endpoint: str, verify: str | bool):
@@ -247,7 +163,7 @@ def test_boto3_refuses_a_certificate_it_does_not_trust(tls_node, tmp_path):
 
 
 def test_plain_http_to_the_tls_port_fails(tls_node):
-    kinesis = _boto3(f"http://127.0.0.1:{tls_node.port}", False)
+    kinesis = _boto3(f"http://127.0.0.1:{tls_node.kinesis_port}", False)
     # The node answers the cleartext request with a TLS alert and closes the connection.
     with pytest.raises(ConnectionClosedError):
         kinesis.list_streams()
@@ -266,4 +182,4 @@ def test_rsa_pkcs1_key_and_intermediate_chain(tmp_path_factory):
         kinesis = _boto3(node.endpoint, str(node.ca_bundle))
         assert "StreamNames" in kinesis.list_streams()
     finally:
-        _finish(node)
+        finish_node(node)

@@ -79,16 +79,8 @@ pub enum PolicyCommand {
 
 #[derive(clap::Args)]
 pub struct Common {
-    /// gRPC endpoint of any node.
-    #[arg(
-        long,
-        env = "SLUICE_ENDPOINT",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    endpoint: String,
-    /// PEM CA bundle to trust for an https:// endpoint (besides the system roots).
-    #[arg(long, env = "SLUICE_CA_BUNDLE")]
-    ca_bundle: Option<PathBuf>,
+    #[command(flatten)]
+    node: grpc::Target,
     /// Print JSON instead of text.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     output: String,
@@ -108,7 +100,7 @@ pub fn run(command: AuthCommand) -> anyhow::Result<()> {
 }
 
 async fn client(common: &Common) -> anyhow::Result<AuthClient<grpc::Signed>> {
-    let (channel, signer) = grpc::connect(&common.endpoint, common.ca_bundle.as_deref()).await?;
+    let (channel, signer) = common.node.connect().await?;
     Ok(AuthClient::with_interceptor(channel, signer))
 }
 

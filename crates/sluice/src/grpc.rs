@@ -51,8 +51,29 @@ impl tonic::service::Interceptor for Signer {
 
 pub type Signed = InterceptedService<Channel, Signer>;
 
+/// Where the CLI's gRPC calls go.
+#[derive(clap::Args)]
+pub struct Target {
+    /// gRPC endpoint of any node (https:// for a node with TLS).
+    #[arg(
+        long,
+        env = "SLUICE_ENDPOINT",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub endpoint: String,
+    /// PEM CA bundle to trust for an https:// endpoint (besides the system roots).
+    #[arg(long, env = "SLUICE_CA_BUNDLE")]
+    pub ca_bundle: Option<std::path::PathBuf>,
+}
+
+impl Target {
+    pub async fn connect(&self) -> anyhow::Result<(Channel, Signer)> {
+        connect(&self.endpoint, self.ca_bundle.as_deref()).await
+    }
+}
+
 /// Connects to a node's gRPC endpoint.
-pub async fn connect(
+async fn connect(
     endpoint: &str,
     ca_bundle: Option<&std::path::Path>,
 ) -> anyhow::Result<(Channel, Signer)> {

@@ -37,16 +37,8 @@ pub struct AutoscaleArgs {
     /// Print the current policy and change nothing.
     #[arg(long)]
     show: bool,
-    /// gRPC endpoint of any node.
-    #[arg(
-        long,
-        env = "SLUICE_ENDPOINT",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    endpoint: String,
-    /// PEM CA bundle to trust for an https:// endpoint (besides the system roots).
-    #[arg(long, env = "SLUICE_CA_BUNDLE")]
-    ca_bundle: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    node: crate::grpc::Target,
 }
 
 pub fn run(command: StreamCommand) -> anyhow::Result<()> {
@@ -62,7 +54,7 @@ pub fn run(command: StreamCommand) -> anyhow::Result<()> {
 }
 
 async fn autoscale(args: AutoscaleArgs) -> anyhow::Result<()> {
-    let (channel, signer) = crate::grpc::connect(&args.endpoint, args.ca_bundle.as_deref()).await?;
+    let (channel, signer) = args.node.connect().await?;
     let mut client = StreamsClient::with_interceptor(channel, signer);
     if args.show {
         let policy = client
