@@ -76,3 +76,161 @@ async fn stream_autoscale_sets_shows_and_removes_a_policy() {
         "{stderr}"
     );
 }
+
+/// Runs `sluice ARGS --endpoint <node>` and returns stdout, failing on a non-zero exit.
+async fn sluice_ok(endpoint: &str, args: &[&str]) -> String {
+    let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    all.extend(["--endpoint".to_owned(), endpoint.to_owned()]);
+    let output = sluice(all.clone()).await;
+    assert!(
+        output.status.success(),
+        "sluice {all:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 output")
+}
+
+async fn tail_json(endpoint: &str, stream: &str, count: usize) -> Vec<serde_json::Value> {
+    let count = count.to_string();
+    let out = sluice_ok(
+        endpoint,
+        &[
+            "tail",
+            stream,
+            "--from",
+            "trim-horizon",
+            "--format",
+            "json",
+            "--max-records",
+            &count,
+            "--idle-timeout",
+            "20",
+        ],
+    )
+    .await;
+    out.lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_new_user_creates_puts_tails_reshards_and_deletes_with_the_cli() {
+    let node = Node::start().await;
+    let endpoint = format!("http://{}", node.grpc_addr);
+
+    let created = sluice_ok(
+        &endpoint,
+        &[
+            "stream", "create", "clicks", "--shards", "2", "--tag", "team=web",
+        ],
+    )
+    .await;
+    assert_eq!(created.trim(), "clicks: created");
+    crate::wait_active(&node.client(), "clicks").await;
+    let listed: serde_json::Value =
+        serde_json::from_str(&sluice_ok(&endpoint, &["stream", "list", "--output", "json"]).await)
+            .unwrap();
+    assert_eq!(listed[0]["StreamName"], "clicks");
+    let described: serde_json::Value = serde_json::from_str(
+        &sluice_ok(
+            &endpoint,
+            &["stream", "describe", "clicks", "--output", "json"],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(described["OpenShardCount"], 2);
+    assert_eq!(described["Tags"]["team"], "web");
+
+    // 200 JSON lines keyed by user: every one comes back, in order per user.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    let lines: Vec<String> = (0..200)
+        .map(|i| format!(r#"{{"user":"u{}","n":{i}}}"#, i % 7))
+        .collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let input_path = input.to_str().unwrap();
+    let put = sluice_ok(
+        &endpoint,
+        &["put", "clicks", "--file", input_path, "--key-field", "user"],
+    )
+    .await;
+    assert!(put.starts_with("clicks: put 200 of 200 records"), "{put}");
+    let records = tail_json(&endpoint, "clicks", 200).await;
+    assert_eq!(records.len(), 200);
+    check_order_per_key(&records);
+
+    // Split a shard, write again: the tail reads the parent to its end, then its children.
+    let split = sluice_ok(&endpoint, &["stream", "split", "clicks", "0"]).await;
+    assert!(
+        split.starts_with("clicks: splitting shardId-000000000000 at "),
+        "{split}"
+    );
+    crate::wait_active(&node.client(), "clicks").await;
+    let more = dir.path().join("more.jsonl");
+    let lines: Vec<String> = (200..300)
+        .map(|i| format!(r#"{{"user":"u{}","n":{i}}}"#, i % 7))
+        .collect();
+    std::fs::write(&more, lines.join("\n")).unwrap();
+    sluice_ok(
+        &endpoint,
+        &[
+            "put",
+            "clicks",
+            "--file",
+            more.to_str().unwrap(),
+            "--key-field",
+            "user",
+        ],
+    )
+    .await;
+    let records = tail_json(&endpoint, "clicks", 300).await;
+    assert_eq!(records.len(), 300);
+    check_order_per_key(&records);
+    let shards: std::collections::BTreeSet<&str> = records
+        .iter()
+        .filter_map(|r| r["ShardId"].as_str())
+        .collect();
+    assert!(
+        shards.len() >= 3,
+        "records from the parent and its children: {shards:?}"
+    );
+
+    let scaled = sluice_ok(&endpoint, &["stream", "scale", "clicks", "--shards", "4"]).await;
+    assert_eq!(scaled.trim(), "clicks: scaling from 3 to 4 shards");
+    crate::wait_active(&node.client(), "clicks").await;
+    sluice_ok(&endpoint, &["stream", "delete", "clicks"]).await;
+
+    let missing = sluice(vec![
+        "stream".into(),
+        "describe".into(),
+        "clicks-nope".into(),
+        "--endpoint".into(),
+        endpoint.clone(),
+    ])
+    .await;
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(
+        stderr.trim(),
+        "error: ResourceNotFoundException: Stream clicks-nope under account 000000000000 not found."
+    );
+}
+
+/// Each user's `n` values come back strictly increasing.
+fn check_order_per_key(records: &[serde_json::Value]) {
+    use base64::Engine;
+    let mut last: std::collections::HashMap<String, i64> = Default::default();
+    for record in records {
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(record["Data"].as_str().expect("data"))
+            .expect("base64");
+        let value: serde_json::Value = serde_json::from_slice(&data).expect("json data");
+        let user = value["user"].as_str().expect("user").to_owned();
+        assert_eq!(record["PartitionKey"], user.as_str());
+        let n = value["n"].as_i64().expect("n");
+        if let Some(previous) = last.insert(user.clone(), n) {
+            assert!(previous < n, "{user}: {previous} then {n}");
+        }
+    }
+}

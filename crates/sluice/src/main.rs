@@ -1,11 +1,14 @@
 //! The `sluice` command: `sluice server` runs a node; `sluice bench` drives load at any
-//! Kinesis endpoint; `sluice stream` administers streams over gRPC.
+//! Kinesis endpoint; `sluice stream`, `put`, `tail` and `auth` talk to a node over gRPC;
+//! `sluice keyring` manages the local master keys.
 
 mod auth;
 mod bench;
 mod grpc;
 mod keyring;
+mod put;
 mod stream;
+mod tail;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -36,6 +39,10 @@ enum Command {
     /// Administer streams.
     #[command(subcommand)]
     Stream(stream::StreamCommand),
+    /// Write lines from standard input or a file as records.
+    Put(put::PutArgs),
+    /// Follow a stream (all shards, across splits and merges) and print its records.
+    Tail(tail::TailArgs),
     /// Manage access keys and their policies.
     #[command(subcommand)]
     Auth(auth::AuthCommand),
@@ -92,14 +99,24 @@ struct ServerArgs {
     keyring: Option<PathBuf>,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Command::Server(args) => run_server(args),
         Command::Bench(args) => bench::run(args),
         Command::Stream(command) => stream::run(command),
+        Command::Put(args) => put::run(args),
+        Command::Tail(args) => tail::run(args),
         Command::Auth(command) => auth::run(command),
         Command::Keyring(args) => keyring::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // One line: the error and its causes, without a backtrace.
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 

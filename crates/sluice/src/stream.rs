@@ -1,13 +1,79 @@
-//! `sluice stream …`: stream administration over the native gRPC API.
+//! `sluice stream …`: stream administration over the native gRPC API, with human tables
+//! by default and `--output json` for scripts.
 
-use crate::grpc::status_error;
+use crate::grpc::{self, status_error};
 use anyhow::Context;
+use serde_json::json;
+use sluice_proto::v1 as pb;
 use sluice_proto::v1::streams_client::StreamsClient;
 use sluice_proto::v1::{GetScalingPolicyRequest, ScalingPolicy, SetScalingPolicyRequest};
+use std::collections::HashMap;
 
 /// `sluice stream` subcommands.
 #[derive(clap::Subcommand)]
 pub enum StreamCommand {
+    /// Create a stream (provisioned with --shards, or --on-demand).
+    Create {
+        stream: String,
+        /// Open shards of a provisioned stream.
+        #[arg(long, default_value_t = 1, conflicts_with = "on_demand")]
+        shards: u32,
+        /// Capacity mode ON_DEMAND: starts with 4 shards and scales with traffic.
+        #[arg(long)]
+        on_demand: bool,
+        /// Tags as KEY=VALUE (repeatable).
+        #[arg(long = "tag", value_parser = parse_tag)]
+        tags: Vec<(String, String)>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// List streams.
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Show a stream and its shards.
+    Describe {
+        stream: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Delete a stream.
+    Delete {
+        stream: String,
+        /// Also deregister its enhanced fan-out consumers.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Split a shard in two (at the middle of its hash-key range unless --at is given).
+    Split {
+        stream: String,
+        /// The shard, e.g. shardId-000000000000 or 0.
+        shard: String,
+        /// Decimal hash key where the second child starts.
+        #[arg(long)]
+        at: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Merge a shard with the adjacent one that follows it.
+    Merge {
+        stream: String,
+        shard: String,
+        adjacent: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Reshard to a number of open shards (uniform scaling).
+    Scale {
+        stream: String,
+        #[arg(long)]
+        shards: u32,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Show, set or remove a stream's automatic scaling policy.
     ///
     /// With a policy the scaler splits a shard whose write utilisation reaches the target
@@ -41,6 +107,33 @@ pub struct AutoscaleArgs {
     node: crate::grpc::Target,
 }
 
+/// Options every administration command takes.
+#[derive(clap::Args)]
+pub struct Common {
+    #[command(flatten)]
+    node: grpc::Target,
+    /// Print JSON instead of text.
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    output: String,
+}
+
+impl Common {
+    fn json(&self) -> bool {
+        self.output == "json"
+    }
+
+    async fn client(&self) -> anyhow::Result<StreamsClient<grpc::Signed>> {
+        let (channel, signer) = self.node.connect().await?;
+        Ok(StreamsClient::with_interceptor(channel, signer))
+    }
+}
+
+fn parse_tag(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {text:?}"))
+}
+
 pub fn run(command: StreamCommand) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -49,8 +142,294 @@ pub fn run(command: StreamCommand) -> anyhow::Result<()> {
     runtime.block_on(async move {
         match command {
             StreamCommand::Autoscale(args) => autoscale(args).await,
+            StreamCommand::Create {
+                stream,
+                shards,
+                on_demand,
+                tags,
+                common,
+            } => {
+                common
+                    .client()
+                    .await?
+                    .create_stream(pb::CreateStreamRequest {
+                        stream_name: stream.clone(),
+                        shard_count: if on_demand { 0 } else { shards },
+                        on_demand,
+                        tags: tags.into_iter().collect::<HashMap<_, _>>(),
+                    })
+                    .await
+                    .map_err(status_error)?;
+                done(&common, &stream, "created")
+            }
+            StreamCommand::List { common } => list(common).await,
+            StreamCommand::Describe { stream, common } => describe(&stream, common).await,
+            StreamCommand::Delete {
+                stream,
+                force,
+                common,
+            } => {
+                common
+                    .client()
+                    .await?
+                    .delete_stream(pb::DeleteStreamRequest {
+                        stream_name: stream.clone(),
+                        enforce_consumer_deletion: force,
+                    })
+                    .await
+                    .map_err(status_error)?;
+                done(&common, &stream, "deleting")
+            }
+            StreamCommand::Split {
+                stream,
+                shard,
+                at,
+                common,
+            } => split(&stream, &shard, at, common).await,
+            StreamCommand::Merge {
+                stream,
+                shard,
+                adjacent,
+                common,
+            } => {
+                common
+                    .client()
+                    .await?
+                    .merge_shards(pb::MergeShardsRequest {
+                        stream_name: stream.clone(),
+                        shard_id: shard_id(&shard),
+                        adjacent_shard_id: shard_id(&adjacent),
+                    })
+                    .await
+                    .map_err(status_error)?;
+                done(&common, &stream, "merging")
+            }
+            StreamCommand::Scale {
+                stream,
+                shards,
+                common,
+            } => {
+                let answer = common
+                    .client()
+                    .await?
+                    .update_shard_count(pb::UpdateShardCountRequest {
+                        stream_name: stream.clone(),
+                        target_shard_count: shards,
+                    })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                if common.json() {
+                    println!(
+                        "{}",
+                        json!({
+                            "StreamName": stream,
+                            "CurrentShardCount": answer.current_shard_count,
+                            "TargetShardCount": answer.target_shard_count,
+                        })
+                    );
+                } else {
+                    println!(
+                        "{stream}: scaling from {} to {} shards",
+                        answer.current_shard_count, answer.target_shard_count
+                    );
+                }
+                Ok(())
+            }
         }
     })
+}
+
+/// `shardId-000000000003` for `3`; other text unchanged.
+fn shard_id(text: &str) -> String {
+    match text.parse::<u32>() {
+        Ok(n) => format!("shardId-{n:012}"),
+        Err(_) => text.to_owned(),
+    }
+}
+
+fn done(common: &Common, stream: &str, status: &str) -> anyhow::Result<()> {
+    if common.json() {
+        println!("{}", json!({"StreamName": stream, "Status": status}));
+    } else {
+        println!("{stream}: {status}");
+    }
+    Ok(())
+}
+
+async fn list(common: Common) -> anyhow::Result<()> {
+    let mut client = common.client().await?;
+    let mut streams = Vec::new();
+    loop {
+        let page = client
+            .list_streams(pb::ListStreamsRequest {
+                exclusive_start_stream_name: streams
+                    .last()
+                    .map(|s: &pb::StreamSummary| s.stream_name.clone())
+                    .unwrap_or_default(),
+                limit: 100,
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        let more = page.has_more_streams && !page.streams.is_empty();
+        streams.extend(page.streams);
+        if !more {
+            break;
+        }
+    }
+    if common.json() {
+        let items: Vec<_> = streams
+            .iter()
+            .map(|s| {
+                json!({
+                    "StreamName": s.stream_name,
+                    "StreamARN": s.stream_arn,
+                    "StreamStatus": s.status,
+                    "StreamMode": s.mode,
+                    "CreatedMs": s.created_ms,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(items));
+        return Ok(());
+    }
+    println!("{:<32} {:<10} {:<12}", "STREAM", "STATUS", "MODE");
+    for s in streams {
+        println!("{:<32} {:<10} {:<12}", s.stream_name, s.status, s.mode);
+    }
+    Ok(())
+}
+
+async fn describe_stream(common: &Common, stream: &str) -> anyhow::Result<pb::StreamDescription> {
+    common
+        .client()
+        .await?
+        .describe_stream(pb::DescribeStreamRequest {
+            stream_name: stream.to_owned(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .stream
+        .context("the node answered without a stream description")
+}
+
+async fn describe(stream: &str, common: Common) -> anyhow::Result<()> {
+    let description = describe_stream(&common, stream).await?;
+    if common.json() {
+        let shards: Vec<_> = description
+            .shards
+            .iter()
+            .map(|s| {
+                json!({
+                    "ShardId": s.shard_id,
+                    "ParentShardId": s.parent_shard_id,
+                    "AdjacentParentShardId": s.adjacent_parent_shard_id,
+                    "HashKeyRange": {
+                        "StartingHashKey": s.starting_hash_key,
+                        "EndingHashKey": s.ending_hash_key,
+                    },
+                    "SequenceNumberRange": {
+                        "StartingSequenceNumber": s.starting_sequence_number,
+                        "EndingSequenceNumber": s.ending_sequence_number,
+                    },
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "StreamName": description.stream_name,
+                "StreamARN": description.stream_arn,
+                "StreamStatus": description.status,
+                "StreamMode": description.mode,
+                "RetentionPeriodHours": description.retention_hours,
+                "OpenShardCount": description.open_shard_count,
+                "CreatedMs": description.created_ms,
+                "Tags": description.tags,
+                "Shards": shards,
+            })
+        );
+        return Ok(());
+    }
+    println!("stream     {}", description.stream_name);
+    println!("arn        {}", description.stream_arn);
+    println!("status     {}", description.status);
+    println!("mode       {}", description.mode);
+    println!("retention  {} h", description.retention_hours);
+    println!("open       {} shards", description.open_shard_count);
+    println!();
+    println!(
+        "{:<22} {:<7} {:<22} {:>40}  {:>40}",
+        "SHARD", "STATE", "PARENTS", "STARTING HASH KEY", "ENDING HASH KEY"
+    );
+    for s in &description.shards {
+        let parents: Vec<&str> = s
+            .parent_shard_id
+            .iter()
+            .chain(s.adjacent_parent_shard_id.iter())
+            .map(String::as_str)
+            .collect();
+        println!(
+            "{:<22} {:<7} {:<22} {:>40}  {:>40}",
+            s.shard_id,
+            if s.ending_sequence_number.is_some() {
+                "closed"
+            } else {
+                "open"
+            },
+            parents.join(","),
+            s.starting_hash_key,
+            s.ending_hash_key
+        );
+    }
+    Ok(())
+}
+
+async fn split(
+    stream: &str,
+    shard: &str,
+    at: Option<String>,
+    common: Common,
+) -> anyhow::Result<()> {
+    let shard = shard_id(shard);
+    let at = match at {
+        Some(at) => at,
+        None => {
+            let description = describe_stream(&common, stream).await?;
+            let found = description
+                .shards
+                .iter()
+                .find(|s| s.shard_id == shard)
+                .with_context(|| format!("stream {stream} has no shard {shard}"))?;
+            let start: u128 = found
+                .starting_hash_key
+                .parse()
+                .context("starting hash key")?;
+            let end: u128 = found.ending_hash_key.parse().context("ending hash key")?;
+            (start + (end - start) / 2 + 1).to_string()
+        }
+    };
+    common
+        .client()
+        .await?
+        .split_shard(pb::SplitShardRequest {
+            stream_name: stream.to_owned(),
+            shard_id: shard.clone(),
+            new_starting_hash_key: at.clone(),
+        })
+        .await
+        .map_err(status_error)?;
+    if common.json() {
+        println!(
+            "{}",
+            json!({"StreamName": stream, "ShardId": shard, "NewStartingHashKey": at, "Status": "splitting"})
+        );
+    } else {
+        println!("{stream}: splitting {shard} at {at}");
+    }
+    Ok(())
 }
 
 async fn autoscale(args: AutoscaleArgs) -> anyhow::Result<()> {
