@@ -2,11 +2,11 @@
 CARGO ?= cargo
 DATA_DIR ?= ./data
 
-.PHONY: run build release test test-rust test-clients lint fmt bench fuzz clean
+.PHONY: run build release test test-rust test-clients test-deploy lint fmt bench fuzz clean
 
 ## Start a single node with embedded defaults (data in ./data, Kinesis on 127.0.0.1:4567, gRPC on 127.0.0.1:50051).
 run:
-	$(CARGO) run --release -p sluice -- server --data-dir $(DATA_DIR)
+	$(CARGO) run --release -p sluice -- server --data-dir $(DATA_DIR) --admin-addr 127.0.0.1:9090
 
 build:
 	$(CARGO) build -p sluice
@@ -14,8 +14,9 @@ build:
 release:
 	$(CARGO) build --release -p sluice
 
-## Every test: formatting, lints, Rust unit + integration suites, boto3 and JavaScript SDK suites.
-test: lint test-rust test-clients
+## Every test: formatting, lints, Rust unit + integration suites, boto3 and JavaScript SDK suites,
+## Helm chart and container image checks.
+test: lint test-rust test-clients test-deploy
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -26,6 +27,13 @@ test-rust: build
 
 test-clients: build
 	bash tests/run-client-tests.sh target/debug/sluice
+
+## Helm chart (lint, Kubernetes 1.30 schemas, a node started with its configuration) and Dockerfile checks,
+## in the same .venv as the client suites.
+test-deploy: build
+	test -x .venv/bin/python || python3 -m venv .venv
+	.venv/bin/python -m pip install -q --disable-pip-version-check -r tests/deploy/requirements.txt
+	SLUICE_BIN=target/debug/sluice .venv/bin/python -m pytest tests/deploy -q -p no:cacheprovider
 
 fmt:
 	$(CARGO) fmt --all

@@ -136,3 +136,42 @@ async fn cbor_round_trip_with_millisecond_timestamps() {
         &Cbor::Text("ResourceNotFoundException".into())
     );
 }
+
+#[tokio::test]
+async fn health_readiness_and_metrics_answer_on_the_admin_port_and_the_kinesis_port() {
+    let node = sluice_tests::Node::start_with(sluice_tests::NodeOptions {
+        admin: true,
+        // Probes and scrapes need no signature even when authentication is on.
+        config: sluice_server::RawConfig {
+            auth: Some("sigv4".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let admin = node.admin_addr.expect("admin listener");
+    for addr in [admin, node.kinesis_addr] {
+        assert_eq!(
+            sluice_tests::http_get(addr, "/healthz").await,
+            (200, "ok\n".to_owned())
+        );
+        assert_eq!(
+            sluice_tests::http_get(addr, "/readyz").await,
+            (200, "ready\n".to_owned())
+        );
+        let (status, metrics) = sluice_tests::http_get(addr, "/metrics").await;
+        assert_eq!(status, 200);
+        assert!(metrics.contains("# EOF"), "{metrics}");
+    }
+    // The Kinesis API itself still wants a signature.
+    let unsigned = sluice_tests::raw_request(
+        node.kinesis_addr,
+        Some("Kinesis_20131202.ListStreams"),
+        "application/x-amz-json-1.1",
+        b"{}".to_vec(),
+    )
+    .await;
+    assert_eq!(unsigned.status, 400);
+    node.stop().await;
+    assert!(tokio::net::TcpStream::connect(admin).await.is_err());
+}

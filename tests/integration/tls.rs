@@ -523,6 +523,7 @@ async fn unusable_tls_files_stop_the_node_before_it_opens_its_data() {
         grpc: tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind"),
+        admin: None,
     };
 
     let stopped = tokio::time::timeout(

@@ -20,6 +20,8 @@ pub mod signing;
 pub struct Node {
     pub kinesis_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
+    /// The admin listener, when `NodeOptions::admin` asked for one.
+    pub admin_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
@@ -35,6 +37,8 @@ pub struct NodeOptions {
     pub throughput_limits: bool,
     /// Further settings (authentication, TLS, keyring); these win over the ones above.
     pub config: sluice_server::RawConfig,
+    /// Serve the admin endpoints on a port of their own.
+    pub admin: bool,
 }
 
 impl Node {
@@ -71,13 +75,26 @@ impl Node {
         let raw = options.config.clone().over(raw);
         let config = sluice_server::Config::from_raw(raw).expect("valid config");
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let listeners = sluice_server::Listeners { kinesis, grpc };
+        let admin = if options.admin {
+            Some(TcpListener::bind("127.0.0.1:0").await.expect("bind admin"))
+        } else {
+            None
+        };
+        let admin_addr = admin
+            .as_ref()
+            .map(|listener| listener.local_addr().expect("admin addr"));
+        let listeners = sluice_server::Listeners {
+            kinesis,
+            grpc,
+            admin,
+        };
         let task = tokio::spawn(sluice_server::serve(config, listeners, async move {
             let _ = stop_rx.await;
         }));
         let node = Node {
             kinesis_addr,
             grpc_addr,
+            admin_addr,
             data_dir: dir.to_owned(),
             _temp: None,
             stop: Some(stop_tx),

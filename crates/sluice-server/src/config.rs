@@ -61,6 +61,8 @@ pub struct RawConfig {
     pub tls_client_ca: Option<PathBuf>,
     /// Master keys for encryption at rest (default `<data_dir>/keyring.json`).
     pub keyring: Option<PathBuf>,
+    /// Plain-HTTP listener for `/metrics`, `/healthz` and `/readyz` (off unless set).
+    pub admin_addr: Option<String>,
 }
 
 impl RawConfig {
@@ -88,6 +90,7 @@ impl RawConfig {
             tls_key: self.tls_key.or(lower.tls_key),
             tls_client_ca: self.tls_client_ca.or(lower.tls_client_ca),
             keyring: self.keyring.or(lower.keyring),
+            admin_addr: self.admin_addr.or(lower.admin_addr),
         }
     }
 
@@ -174,6 +177,7 @@ impl RawConfig {
             tls_key: get("SLUICE_TLS_KEY").map(PathBuf::from),
             tls_client_ca: get("SLUICE_TLS_CLIENT_CA").map(PathBuf::from),
             keyring: get("SLUICE_KEYRING").map(PathBuf::from),
+            admin_addr: get("SLUICE_ADMIN_ADDR"),
         })
     }
 }
@@ -238,6 +242,7 @@ pub struct Config {
     pub admin_key: Option<AdminKey>,
     pub tls: Option<TlsFiles>,
     pub keyring_path: PathBuf,
+    pub admin_addr: Option<SocketAddr>,
 }
 
 impl Config {
@@ -263,6 +268,7 @@ impl Config {
             tls_key,
             tls_client_ca,
             keyring,
+            admin_addr,
         } = raw.over(RawConfig::defaults());
         let addr = |key: &'static str, value: Option<String>| -> Result<SocketAddr, ConfigError> {
             let value = value.unwrap_or_default();
@@ -388,6 +394,10 @@ impl Config {
             admin_key,
             tls,
             keyring_path,
+            admin_addr: match admin_addr {
+                Some(value) => Some(addr("admin_addr", Some(value))?),
+                None => None,
+            },
         })
     }
 }

@@ -19,6 +19,7 @@ use sluice_cluster::throttle::ShardLimitsConfig;
 use sluice_cluster::{Broker, BrokerConfig, BrokerError, Identity};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -43,13 +44,20 @@ pub enum ServerError {
 pub struct Listeners {
     pub kinesis: TcpListener,
     pub grpc: TcpListener,
+    /// `/metrics`, `/healthz` and `/readyz` over plain HTTP, when configured.
+    pub admin: Option<TcpListener>,
 }
 
 impl Listeners {
     pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
+        let admin = match config.admin_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
         Ok(Listeners {
             kinesis: TcpListener::bind(config.kinesis_addr).await?,
             grpc: TcpListener::bind(config.grpc_addr).await?,
+            admin,
         })
     }
 }
@@ -132,10 +140,28 @@ pub async fn serve(
     let mut registry = prometheus_client::registry::Registry::default();
     broker.metrics().register(&mut registry);
     let registry = std::sync::Arc::new(registry);
-    let kinesis_router = sluice_gateway::router(broker.clone(), authentication).route(
-        "/metrics",
-        axum::routing::get(move || metrics_page(std::sync::Arc::clone(&registry))),
-    );
+    let ready = std::sync::Arc::new(AtomicBool::new(false));
+    let kinesis_router =
+        sluice_gateway::router(broker.clone(), authentication).merge(admin_routes(
+            std::sync::Arc::clone(&registry),
+            std::sync::Arc::clone(&ready),
+        ));
+    if let Some(admin) = listeners.admin {
+        let router = admin_routes(
+            std::sync::Arc::clone(&registry),
+            std::sync::Arc::clone(&ready),
+        );
+        let mut stop = stop_rx.clone();
+        tracing::info!(admin = %admin.local_addr()?, "admin endpoints: /metrics /healthz /readyz");
+        tasks.spawn(async move {
+            axum::serve(admin, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                })
+                .await
+                .map_err(ServerError::Io)
+        });
+    }
     tasks.spawn(serve_kinesis(
         listeners.kinesis,
         kinesis_tls,
@@ -187,7 +213,9 @@ pub async fn serve(
         served.map_err(ServerError::Grpc)
     });
 
+    ready.store(true, Ordering::Release);
     shutdown.await;
+    ready.store(false, Ordering::Release);
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let mut result = Ok(());
@@ -221,6 +249,33 @@ async fn bootstrap_authentication(
             sluice_gateway::Authentication::SigV4
         }
     })
+}
+
+/// `/metrics`, `/healthz` (the process answers) and `/readyz` (the node serves and is not
+/// shutting down), for the admin listener and the Kinesis port alike.
+fn admin_routes(
+    registry: std::sync::Arc<prometheus_client::registry::Registry>,
+    ready: std::sync::Arc<AtomicBool>,
+) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || metrics_page(std::sync::Arc::clone(&registry))),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let ready = ready.load(Ordering::Acquire);
+                async move {
+                    if ready {
+                        (axum::http::StatusCode::OK, "ready\n")
+                    } else {
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                    }
+                }
+            }),
+        )
 }
 
 /// `GET /metrics`: Prometheus text exposition of the broker's counters.

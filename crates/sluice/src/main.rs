@@ -64,6 +64,9 @@ struct ServerArgs {
     /// gRPC API address.
     #[arg(long)]
     grpc_addr: Option<String>,
+    /// Admin HTTP address for /metrics, /healthz and /readyz (off unless set).
+    #[arg(long)]
+    admin_addr: Option<String>,
     /// Region used in ARNs.
     #[arg(long)]
     region: Option<String>,
@@ -126,6 +129,7 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         kinesis_addr: args.kinesis_addr,
         grpc_addr: args.grpc_addr,
+        admin_addr: args.admin_addr,
         region: args.region,
         account_id: args.account_id,
         fsync: args.fsync,
