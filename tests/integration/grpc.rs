@@ -544,3 +544,94 @@ async fn merge_update_shard_count_on_demand_and_read_errors() {
     assert!(batches.message().await.expect("a clean end").is_none());
     node.stop().await;
 }
+
+fn produce_request(batch_id: u64, stream: &str, keys: &[&str]) -> pb::ProduceRequest {
+    pb::ProduceRequest {
+        batch_id,
+        stream_name: stream.to_owned(),
+        records: keys
+            .iter()
+            .map(|key| pb::PutRecordsRequestEntry {
+                partition_key: (*key).to_owned(),
+                explicit_hash_key: None,
+                data: format!("{batch_id}:{key}").into_bytes().into(),
+            })
+            .collect(),
+    }
+}
+
+#[tokio::test]
+async fn produce_stream_acks_every_batch_in_order_and_survives_a_refused_one() {
+    let node = Node::start().await;
+    let mut admin = streams(&node).await;
+    create_active(&mut admin, "produced", 2).await;
+    let (requests, incoming) = tokio::sync::mpsc::channel::<pb::ProduceRequest>(8);
+    let mut acks = data(&node)
+        .await
+        .produce(futures_util::stream::poll_fn({
+            let mut incoming = incoming;
+            move |cx| incoming.poll_recv(cx)
+        }))
+        .await
+        .expect("open the produce stream")
+        .into_inner();
+    // Pipelined: all batches are sent before any ack is read.
+    let batches = [
+        produce_request(1, "produced", &["a", "b", "c"]),
+        produce_request(2, "produced", &["a", "b"]),
+        produce_request(3, "missing", &["a"]),
+        produce_request(4, "produced", &[""]),
+        produce_request(5, "produced", &["a", "c"]),
+    ];
+    for batch in batches.clone() {
+        requests.send(batch).await.expect("send a batch");
+    }
+    // 56-digit decimals: equal lengths compare as numbers do.
+    let mut last_by_shard: std::collections::HashMap<String, String> = Default::default();
+    let mut written = 0;
+    for expected in &batches {
+        let ack = acks
+            .message()
+            .await
+            .expect("ack")
+            .expect("an ack per batch");
+        assert_eq!(ack.batch_id, expected.batch_id);
+        match expected.batch_id {
+            3 => {
+                let error = ack.error.expect("refused batch");
+                assert_eq!(error.error_code, "ResourceNotFoundException");
+                assert!(ack.records.is_empty());
+            }
+            4 => {
+                let error = ack.error.expect("refused batch");
+                assert_eq!(error.error_code, "ValidationException");
+            }
+            _ => {
+                assert_eq!(ack.error, None);
+                assert_eq!(ack.failed_record_count, 0);
+                assert_eq!(ack.records.len(), expected.records.len());
+                for entry in ack.records {
+                    let Some(pb::put_records_result_entry::Result::Success(ok)) = entry.result
+                    else {
+                        panic!("record failed: {entry:?}");
+                    };
+                    let sequence = ok.sequence_number.clone();
+                    assert_eq!(sequence.len(), 56);
+                    if let Some(previous) =
+                        last_by_shard.insert(ok.shard_id.clone(), sequence.clone())
+                    {
+                        assert!(
+                            previous < sequence,
+                            "sequence numbers go up in {}",
+                            ok.shard_id
+                        );
+                    }
+                    written += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(written, 7);
+    drop(requests);
+    assert!(acks.message().await.expect("clean end").is_none());
+}

@@ -41,12 +41,119 @@ pub fn data_service(
     )
 }
 
+type ProduceStream =
+    Pin<Box<dyn futures_core::Stream<Item = Result<pb::ProduceAck, Status>> + Send>>;
+
+/// The acks of a produce stream as a `Stream`.
+fn acks_stream(
+    mut receiver: tokio::sync::mpsc::Receiver<Result<pb::ProduceAck, Status>>,
+) -> impl futures_core::Stream<Item = Result<pb::ProduceAck, Status>> + Send {
+    futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}
+
+/// One PutRecords batch: the Kinesis limits, the stream lookup, the write, the results.
+async fn put_batch(
+    broker: &Broker,
+    requested_stream: &str,
+    entries: Vec<pb::PutRecordsRequestEntry>,
+) -> Result<pb::PutRecordsResponse, Status> {
+    let name = stream_name(requested_stream)?;
+    let count = entries.len();
+    if count == 0 || count > MAX_PUT_RECORDS {
+        return Err(violation(
+            Some(&format!("[{count} records]")),
+            "records",
+            &format!("Member must have length between 1 and {MAX_PUT_RECORDS}"),
+        ));
+    }
+    let mut total = 0usize;
+    for (i, record) in entries.iter().enumerate() {
+        let key_chars = record.partition_key.chars().count();
+        if key_chars == 0 || key_chars > MAX_PARTITION_KEY_CHARS {
+            return Err(violation(
+                Some(&record.partition_key),
+                &format!("records.{}.member.partitionKey", i + 1),
+                &format!("Member must have length between 1 and {MAX_PARTITION_KEY_CHARS}"),
+            ));
+        }
+        let size = record.data.len() + record.partition_key.len();
+        if size > MAX_RECORD_BYTES {
+            let len = record.data.len();
+            return Err(violation(
+                Some(&format!(
+                    "java.nio.HeapByteBuffer[pos=0 lim={len} cap={len}]"
+                )),
+                &format!("records.{}.member.data", i + 1),
+                &format!("Member must have length less than or equal to {MAX_RECORD_BYTES}"),
+            ));
+        }
+        total += size;
+    }
+    if total > MAX_PUT_RECORDS_BYTES {
+        return Err(status_of(BrokerError::InvalidArgument(
+            "Records size exceeds 5 MB limit".to_owned(),
+        )));
+    }
+    // As Kinesis does: the stream is looked up before the hash keys are read.
+    let stream = broker.stream(name).map_err(status_of)?;
+    if !matches!(
+        stream.status,
+        sluice_cluster::StreamStatus::Active | sluice_cluster::StreamStatus::Updating
+    ) {
+        return Err(status_of(BrokerError::NotFound(format!(
+            "Stream {name} under account {} not found.",
+            broker.identity().account
+        ))));
+    }
+    let mut records = Vec::with_capacity(count);
+    for record in entries {
+        let explicit_hash_key = match record.explicit_hash_key {
+                None => None,
+                Some(text) => Some(text.parse::<u128>().ok().filter(|_| !text.starts_with('+')).ok_or_else(|| {
+                    status_of(BrokerError::InvalidArgument(format!(
+                        "Invalid ExplicitHashKey. ExplicitHashKey must be in the range: [0, 2^128-1]. Specified value was {text}"
+                    )))
+                })?),
+            };
+        records.push(PutRecordInput {
+            partition_key: record.partition_key,
+            explicit_hash_key,
+            data: record.data,
+        });
+    }
+    let results = broker.put_records(name, records).await.map_err(status_of)?;
+    let failed = results.iter().filter(|r| r.is_err()).count() as u32;
+    Ok(pb::PutRecordsResponse {
+        failed_record_count: failed,
+        records: results
+            .into_iter()
+            .map(|result| pb::PutRecordsResultEntry {
+                result: Some(match result {
+                    Ok(out) => {
+                        pb::put_records_result_entry::Result::Success(pb::PutRecordsSuccess {
+                            shard_id: out.shard.to_string(),
+                            sequence_number: out.sequence.to_string(),
+                        })
+                    }
+                    Err(failure) => {
+                        pb::put_records_result_entry::Result::Error(pb::PutRecordsError {
+                            error_code: failure.code.to_owned(),
+                            error_message: failure.message,
+                        })
+                    }
+                }),
+            })
+            .collect(),
+    })
+}
+
 type BatchStream =
     Pin<Box<dyn futures_core::Stream<Item = Result<pb::ReadShardBatch, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Data for DataApi {
     type ReadShardStream = BatchStream;
+    type ProduceStream = ProduceStream;
 
     #[tracing::instrument(name = "grpc.put_records", skip_all, fields(stream = %request.get_ref().stream_name))]
     async fn put_records(
@@ -59,98 +166,74 @@ impl Data for DataApi {
             &request.get_ref().stream_name,
         )?;
         let request = request.into_inner();
-        let name = stream_name(&request.stream_name)?;
-        let count = request.records.len();
-        if count == 0 || count > MAX_PUT_RECORDS {
-            return Err(violation(
-                Some(&format!("[{count} records]")),
-                "records",
-                &format!("Member must have length between 1 and {MAX_PUT_RECORDS}"),
-            ));
-        }
-        let mut total = 0usize;
-        for (i, record) in request.records.iter().enumerate() {
-            let key_chars = record.partition_key.chars().count();
-            if key_chars == 0 || key_chars > MAX_PARTITION_KEY_CHARS {
-                return Err(violation(
-                    Some(&record.partition_key),
-                    &format!("records.{}.member.partitionKey", i + 1),
-                    &format!("Member must have length between 1 and {MAX_PARTITION_KEY_CHARS}"),
-                ));
-            }
-            let size = record.data.len() + record.partition_key.len();
-            if size > MAX_RECORD_BYTES {
-                let len = record.data.len();
-                return Err(violation(
-                    Some(&format!(
-                        "java.nio.HeapByteBuffer[pos=0 lim={len} cap={len}]"
-                    )),
-                    &format!("records.{}.member.data", i + 1),
-                    &format!("Member must have length less than or equal to {MAX_RECORD_BYTES}"),
-                ));
-            }
-            total += size;
-        }
-        if total > MAX_PUT_RECORDS_BYTES {
-            return Err(status_of(BrokerError::InvalidArgument(
-                "Records size exceeds 5 MB limit".to_owned(),
-            )));
-        }
-        // As Kinesis does: the stream is looked up before the hash keys are read.
-        let stream = self.broker.stream(name).map_err(status_of)?;
-        if !matches!(
-            stream.status,
-            sluice_cluster::StreamStatus::Active | sluice_cluster::StreamStatus::Updating
-        ) {
-            return Err(status_of(BrokerError::NotFound(format!(
-                "Stream {name} under account {} not found.",
-                self.broker.identity().account
-            ))));
-        }
-        let mut records = Vec::with_capacity(count);
-        for record in request.records {
-            let explicit_hash_key = match record.explicit_hash_key {
-                None => None,
-                Some(text) => Some(text.parse::<u128>().ok().filter(|_| !text.starts_with('+')).ok_or_else(|| {
-                    status_of(BrokerError::InvalidArgument(format!(
-                        "Invalid ExplicitHashKey. ExplicitHashKey must be in the range: [0, 2^128-1]. Specified value was {text}"
-                    )))
-                })?),
-            };
-            records.push(PutRecordInput {
-                partition_key: record.partition_key,
-                explicit_hash_key,
-                data: record.data,
-            });
-        }
-        let results = self
-            .broker
-            .put_records(name, records)
+        put_batch(&self.broker, &request.stream_name, request.records)
             .await
-            .map_err(status_of)?;
-        let failed = results.iter().filter(|r| r.is_err()).count() as u32;
-        Ok(Response::new(pb::PutRecordsResponse {
-            failed_record_count: failed,
-            records: results
-                .into_iter()
-                .map(|result| pb::PutRecordsResultEntry {
-                    result: Some(match result {
-                        Ok(out) => {
-                            pb::put_records_result_entry::Result::Success(pb::PutRecordsSuccess {
-                                shard_id: out.shard.to_string(),
-                                sequence_number: out.sequence.to_string(),
-                            })
-                        }
-                        Err(failure) => {
-                            pb::put_records_result_entry::Result::Error(pb::PutRecordsError {
-                                error_code: failure.code.to_owned(),
-                                error_message: failure.message,
-                            })
-                        }
-                    }),
-                })
-                .collect(),
-        }))
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(name = "grpc.produce", skip_all)]
+    async fn produce(
+        &self,
+        request: Request<tonic::Streaming<pb::ProduceRequest>>,
+    ) -> Result<Response<ProduceStream>, Status> {
+        let caller = self.access.caller(&request)?;
+        let broker = self.broker.clone();
+        let mut incoming = request.into_inner();
+        let (acks, outgoing) = tokio::sync::mpsc::channel::<Result<pb::ProduceAck, Status>>(16);
+        // One batch at a time, in arrival order: that keeps every shard's order.
+        tokio::spawn(async move {
+            loop {
+                let batch = match incoming.message().await {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) => return,
+                    Err(status) => {
+                        tracing::debug!(error = %status, "produce stream ended by the client");
+                        return;
+                    }
+                };
+                let batch_id = batch.batch_id;
+                let allowed = match &caller {
+                    Some(caller) => broker
+                        .authorize(
+                            caller,
+                            "kinesis:PutRecords",
+                            &broker.stream_arn(&batch.stream_name),
+                        )
+                        .map_err(status_of),
+                    None => Ok(()),
+                };
+                let outcome = match allowed {
+                    Ok(()) => put_batch(&broker, &batch.stream_name, batch.records).await,
+                    Err(status) => Err(status),
+                };
+                let ack = match outcome {
+                    Ok(response) => pb::ProduceAck {
+                        batch_id,
+                        failed_record_count: response.failed_record_count,
+                        records: response.records,
+                        error: None,
+                    },
+                    Err(status) => pb::ProduceAck {
+                        batch_id,
+                        failed_record_count: 0,
+                        records: Vec::new(),
+                        error: Some(pb::PutRecordsError {
+                            error_code: status
+                                .metadata()
+                                .get(crate::ERROR_TYPE_KEY)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("InternalFailure")
+                                .to_owned(),
+                            error_message: status.message().to_owned(),
+                        }),
+                    },
+                };
+                if acks.send(Ok(ack)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(acks_stream(outgoing))))
     }
 
     #[tracing::instrument(name = "grpc.read_shard", skip_all, fields(stream = %request.get_ref().stream_name, shard = %request.get_ref().shard_id))]
