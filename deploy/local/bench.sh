@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts a fresh release node on a temporary data directory, runs the standard `sluice bench`
-# suite against it over the Kinesis JSON API, and stops the node.
+# suite against it over the Kinesis JSON API and the gRPC write workload, and stops the node.
 # Extra arguments are passed to `sluice bench` (e.g. --duration 20).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,3 +21,5 @@ done
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -m)"
 "$BIN" bench --endpoint "http://127.0.0.1:$KINESIS_PORT" --workload all "$@"
+"$BIN" bench --endpoint "http://127.0.0.1:$KINESIS_PORT" --grpc-endpoint "http://127.0.0.1:$GRPC_PORT" \
+    --workload grpc-put-records "$@"

@@ -88,6 +88,7 @@
 
 mod client;
 mod get;
+mod grpc;
 mod put;
 mod stats;
 mod subscribe;
@@ -125,6 +126,8 @@ pub enum Workload {
     GetRecords,
     /// Enhanced fan-out: SubscribeToShard consumers on one shard, delivery latency.
     Subscribe,
+    /// PutRecords batches over the native gRPC API (`--grpc-endpoint`).
+    GrpcPutRecords,
     /// put-records, put-records at 50% of its peak rate, put-record, get-records, subscribe.
     All,
 }
@@ -135,6 +138,9 @@ pub struct BenchArgs {
     /// Kinesis JSON endpoint (plain http; Sluice or any Kinesis-compatible server).
     #[arg(long, default_value = "http://127.0.0.1:4567")]
     endpoint: String,
+    /// gRPC endpoint of the same node, for the grpc-put-records workload.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    grpc_endpoint: String,
     /// Stream to use.
     #[arg(long, default_value = "bench")]
     stream: String,
@@ -341,6 +347,14 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
         Workload::PutRecords => emit(&put_phase(&client, &args, args.put_plan(false), &out).await),
         Workload::PutRecord => emit(&put_phase(&client, &args, args.put_plan(true), &out).await),
         Workload::GetRecords => emit(&get_phase(&client, &args, &out).await?),
+        Workload::GrpcPutRecords => {
+            let mut plan = args.put_plan(false);
+            plan.label = "grpc-put-records".to_owned();
+            let report = grpc::run(&args.grpc_endpoint, &args.stream, &plan, out.progress)
+                .await
+                .with_context(|| format!("gRPC workload on {}", args.grpc_endpoint))?;
+            emit(&report);
+        }
         Workload::Subscribe => {
             let fanout = fanout_phase(&client, &args, false, &out).await?;
             emit(&fanout.report);
