@@ -8,6 +8,7 @@ mod encryption;
 mod errors;
 mod fanout;
 mod grpc;
+mod metrics;
 mod protocol;
 mod records;
 mod resharding;

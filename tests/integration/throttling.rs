@@ -81,6 +81,12 @@ async fn writes_over_the_shard_budget_fail_per_record_and_nothing_accepted_is_lo
         )),
         "{metrics}"
     );
+    assert!(
+        metrics.contains(&format!(
+            "sluice_put_records_throttled_records_total{{stream=\"limited\"}} {throttled}"
+        )),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 
 use crate::error::BrokerError;
 use crate::iterator::ShardIterator;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ShardLevel, gauge_value};
 use crate::record::StoredRecord;
 use crate::shard::{AppendError, ShardLog};
 use crate::throttle::{ShardLimits, ShardLimitsConfig, rate_exceeded_message};
@@ -76,6 +76,13 @@ pub struct PutRecordInput {
     pub partition_key: String,
     pub explicit_hash_key: Option<u128>,
     pub data: Bytes,
+}
+
+/// Which call a put is, for its CloudWatch-named series (PutRecord.* or PutRecords.*).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PutCall {
+    PutRecord,
+    PutRecords,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -314,7 +321,11 @@ impl Broker {
             enable,
         })
         .await?;
-        Ok((before, self.stream(name)?.enhanced_metrics))
+        let after = self.stream(name)?.enhanced_metrics;
+        self.inner
+            .metrics
+            .retain_shard_metrics(name, ShardLevel::of(&after));
+        Ok((before, after))
     }
 
     pub async fn update_stream_mode(
@@ -454,7 +465,9 @@ impl Broker {
                     name: stream.name.clone(),
                     created_ms: stream.created_ms,
                 })
-                .await
+                .await?;
+                self.inner.metrics.forget_stream(&stream.name);
+                Ok(())
             }
             StreamStatus::Creating | StreamStatus::Updating | StreamStatus::Active => {
                 for shard in &stream.shards {
@@ -485,7 +498,7 @@ impl Broker {
                         }
                     }
                 }
-                Ok(())
+                self.refresh_disk_usage(stream).await
             }
         }
     }
@@ -541,8 +554,19 @@ impl Broker {
             tracing::info_span!("shard.writer", stream = %stream.name, shard = %ShardId(shard));
         let limits = ShardLimits::new(&self.inner.config.shard_limits, self.now_ms());
         let keys = Arc::clone(&self.inner.config.keys);
+        let fsync_duration = self.inner.metrics.fsync_duration.clone();
         let opened = tokio::task::spawn_blocking(move || {
-            ShardLog::open(&dir, config, keys, &tasks, cancel, &runtime, span, limits)
+            ShardLog::open(
+                &dir,
+                config,
+                keys,
+                &tasks,
+                cancel,
+                &runtime,
+                span,
+                limits,
+                fsync_duration,
+            )
         })
         .await??;
         self.inner.shards.write().insert(key, Arc::clone(&opened));
@@ -606,8 +630,34 @@ impl Broker {
                 dropped +=
                     tokio::task::spawn_blocking(move || log.delete_older_than(cutoff)).await??;
             }
+            self.refresh_disk_usage(&stream).await?;
         }
         Ok(dropped)
+    }
+
+    /// Sets the stream's segment count and bytes on disk (over the shard logs this node
+    /// hosts).
+    async fn refresh_disk_usage(&self, stream: &Stream) -> Result<(), BrokerError> {
+        if stream.status == StreamStatus::Deleting {
+            return Ok(());
+        }
+        let logs: Vec<Arc<ShardLog>> = stream
+            .shards
+            .iter()
+            .filter_map(|shard| self.hosted_shard_log(stream, shard.id).ok())
+            .collect();
+        let (segments, bytes) = tokio::task::spawn_blocking(move || {
+            logs.iter()
+                .map(|log| log.disk_usage())
+                .fold((0u64, 0u64), |(s, b), (segments, bytes)| {
+                    (s + segments, b + bytes)
+                })
+        })
+        .await?;
+        let metrics = self.inner.metrics.for_stream(&stream.name);
+        metrics.segments.set(gauge_value(segments));
+        metrics.disk_bytes.set(gauge_value(bytes));
+        Ok(())
     }
 
     // ----- data plane ----------------------------------------------------------------
@@ -621,6 +671,23 @@ impl Broker {
         }
     }
 
+    /// PutRecord: appends one record.
+    pub async fn put_record(
+        &self,
+        name: &str,
+        record: PutRecordInput,
+    ) -> Result<Result<PutRecordOutput, PutRecordFailure>, BrokerError> {
+        let mut results = self
+            .put_records_as(PutCall::PutRecord, name, vec![record])
+            .await?;
+        Ok(results.pop().unwrap_or_else(|| {
+            Err(PutRecordFailure {
+                code: "InternalFailure",
+                message: "Internal service failure.".to_owned(),
+            })
+        }))
+    }
+
     /// Appends records, grouped per shard into one batch each, and answers in request
     /// order. Records of one shard keep their request order.
     pub async fn put_records(
@@ -628,6 +695,19 @@ impl Broker {
         name: &str,
         records: Vec<PutRecordInput>,
     ) -> Result<Vec<Result<PutRecordOutput, PutRecordFailure>>, BrokerError> {
+        self.put_records_as(PutCall::PutRecords, name, records)
+            .await
+    }
+
+    async fn put_records_as(
+        &self,
+        call: PutCall,
+        name: &str,
+        records: Vec<PutRecordInput>,
+    ) -> Result<Vec<Result<PutRecordOutput, PutRecordFailure>>, BrokerError> {
+        let started = std::time::Instant::now();
+        // Resolved once the stream is known to exist, so unknown names get no series.
+        let mut stream_metrics = None;
         let mut results: Vec<Option<Result<PutRecordOutput, PutRecordFailure>>> =
             vec![None; records.len()];
         let mut pending: Vec<(usize, PutRecordInput)> = records.into_iter().enumerate().collect();
@@ -637,6 +717,10 @@ impl Broker {
                 break;
             }
             let stream = self.writable_stream(name)?;
+            let metrics = Arc::clone(
+                stream_metrics.get_or_insert_with(|| self.inner.metrics.for_stream(name)),
+            );
+            let enhanced = ShardLevel::of(&stream.enhanced_metrics);
             // Records are encrypted under the key the stream has when they are routed.
             let key = self.stream_key(&stream)?;
             let mut open: Vec<&sluice_meta::Shard> = stream.open_shards().collect();
@@ -678,11 +762,13 @@ impl Broker {
                     .zip(admitted)
                     .partition(|(_, admitted)| *admitted);
                 if !throttled.is_empty() {
-                    self.inner
-                        .metrics
+                    metrics
                         .write_throughput_exceeded
-                        .get_or_create(&Metrics::stream(name))
                         .inc_by(throttled.len() as u64);
+                    if let Some(counter) = metrics.shard(shard, enhanced).write_throughput_exceeded
+                    {
+                        counter.inc_by(throttled.len() as u64);
+                    }
                 }
                 for ((position, _), _) in throttled {
                     results[position] = Some(Err(PutRecordFailure {
@@ -713,21 +799,20 @@ impl Broker {
                 let (shard, batch, outcome) = joined?;
                 match outcome {
                     Ok(appended) => {
-                        let labels = Metrics::stream(name);
-                        let bytes: usize = batch
+                        let bytes = batch
                             .iter()
-                            .map(|(_, r)| r.partition_key.len() + r.data.len())
+                            .map(|(_, r)| (r.partition_key.len() + r.data.len()) as u64)
                             .sum();
-                        self.inner
-                            .metrics
-                            .incoming_records
-                            .get_or_create(&labels)
-                            .inc_by(batch.len() as u64);
-                        self.inner
-                            .metrics
-                            .incoming_bytes
-                            .get_or_create(&labels)
-                            .inc_by(bytes as u64);
+                        let count = batch.len() as u64;
+                        metrics.incoming_records.inc_by(count);
+                        metrics.incoming_bytes.inc_by(bytes);
+                        let per_shard = metrics.shard(shard, enhanced);
+                        if let Some(counter) = per_shard.incoming_records {
+                            counter.inc_by(count);
+                        }
+                        if let Some(counter) = per_shard.incoming_bytes {
+                            counter.inc_by(bytes);
+                        }
                         for (i, (position, _)) in batch.into_iter().enumerate() {
                             results[position] = Some(Ok(PutRecordOutput {
                                 shard: ShardId(shard),
@@ -752,7 +837,7 @@ impl Broker {
             }
             pending.sort_by_key(|(position, _)| *position);
         }
-        Ok(results
+        let results: Vec<Result<PutRecordOutput, PutRecordFailure>> = results
             .into_iter()
             .map(|r| {
                 r.unwrap_or_else(|| {
@@ -762,7 +847,43 @@ impl Broker {
                     })
                 })
             })
-            .collect())
+            .collect();
+        let Some(metrics) = stream_metrics else {
+            return Ok(results);
+        };
+        let written = results.iter().filter(|r| r.is_ok()).count();
+        match call {
+            PutCall::PutRecord => {
+                if written > 0 {
+                    metrics.put_record_success.inc();
+                }
+                metrics
+                    .put_record_latency
+                    .observe(started.elapsed().as_secs_f64());
+            }
+            PutCall::PutRecords => {
+                if written > 0 {
+                    metrics.put_records_success.inc();
+                }
+                let throttled = results
+                    .iter()
+                    .filter(|r| {
+                        r.as_ref().is_err_and(|failure| {
+                            failure.code == "ProvisionedThroughputExceededException"
+                        })
+                    })
+                    .count();
+                let failed = results.len() - written - throttled;
+                metrics
+                    .put_records_throttled_records
+                    .inc_by(throttled as u64);
+                metrics.put_records_failed_records.inc_by(failed as u64);
+                metrics
+                    .put_records_latency
+                    .observe(started.elapsed().as_secs_f64());
+            }
+        }
+        Ok(results)
     }
 
     fn shard_not_found(&self, name: &str, shard: &str) -> BrokerError {
@@ -832,6 +953,7 @@ impl Broker {
         iterator: &str,
         limit: usize,
     ) -> Result<GetRecordsOutput, BrokerError> {
+        let started = std::time::Instant::now();
         let position = ShardIterator::decode(iterator)
             .ok_or_else(|| BrokerError::InvalidArgument("Invalid ShardIterator.".to_owned()))?;
         let now = self.now_ms();
@@ -851,13 +973,14 @@ impl Broker {
             .shard(shard_id)
             .ok_or_else(|| self.shard_not_found(&position.stream, &shard_id.to_string()))?;
         let log = self.open_shard_log(&stream, shard_id.0).await?;
+        let metrics = self.inner.metrics.for_stream(&position.stream);
+        let per_shard = metrics.shard(shard_id.0, ShardLevel::of(&stream.enhanced_metrics));
         let limited = stream.mode == StreamMode::Provisioned;
         if limited && !log.admit_read_call(now) {
-            self.inner
-                .metrics
-                .read_throughput_exceeded
-                .get_or_create(&Metrics::stream(&position.stream))
-                .inc();
+            metrics.read_throughput_exceeded.inc();
+            if let Some(counter) = &per_shard.read_throughput_exceeded {
+                counter.inc();
+            }
             return Err(BrokerError::ThroughputExceeded(rate_exceeded_message(
                 &shard_id.to_string(),
                 &position.stream,
@@ -874,17 +997,14 @@ impl Broker {
         if limited {
             log.charge_read_bytes(read_bytes as u64, now);
         }
-        let labels = Metrics::stream(&position.stream);
-        self.inner
-            .metrics
-            .get_records_records
-            .get_or_create(&labels)
-            .inc_by(records.len() as u64);
-        self.inner
-            .metrics
-            .get_records_bytes
-            .get_or_create(&labels)
-            .inc_by(read_bytes as u64);
+        metrics.get_records_records.inc_by(records.len() as u64);
+        metrics.get_records_bytes.inc_by(read_bytes as u64);
+        if let Some(counter) = &per_shard.outgoing_records {
+            counter.inc_by(records.len() as u64);
+        }
+        if let Some(counter) = &per_shard.outgoing_bytes {
+            counter.inc_by(read_bytes as u64);
+        }
         let next_offset = records
             .last()
             .map_or(position.offset.max(log.first_offset()), |r| r.offset + 1);
@@ -910,6 +1030,22 @@ impl Broker {
             };
             (Some(next.encode()), None)
         };
+        // GetRecords.IteratorAgeMilliseconds, as AWS defines it: the age of the call's last
+        // record; a call that returns nothing is as far behind as MillisBehindLatest (0 at
+        // the tip).
+        let iterator_age = records.last().map_or(millis_behind_latest, |last| {
+            now.saturating_sub(last.arrival_ms)
+        });
+        metrics
+            .get_records_iterator_age
+            .set(gauge_value(iterator_age));
+        if let Some(gauge) = &per_shard.iterator_age {
+            gauge.set(gauge_value(iterator_age));
+        }
+        metrics.get_records_success.inc();
+        metrics
+            .get_records_latency
+            .observe(started.elapsed().as_secs_f64());
         Ok(GetRecordsOutput {
             shard: shard_id,
             records,

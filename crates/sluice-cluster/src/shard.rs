@@ -7,6 +7,7 @@ use crate::record::{self, StoredRecord};
 use crate::throttle::ShardLimits;
 use bytes::Bytes;
 use parking_lot::Mutex;
+use prometheus_client::metrics::histogram::Histogram;
 use sluice_storage::{EncryptionKey, EntryRef, KeyProvider, Log, LogConfig, StorageError};
 use std::path::Path;
 use std::sync::Arc;
@@ -38,6 +39,8 @@ struct Shared {
     /// Records and bytes committed since the log was opened (for scaling decisions).
     written_records: AtomicU64,
     written_bytes: AtomicU64,
+    /// Observes each group-commit fsync (`sluice_fsync_duration_seconds`).
+    fsync_duration: Histogram,
 }
 
 /// One append waiting for the writer task.
@@ -80,6 +83,7 @@ impl ShardLog {
         runtime: &tokio::runtime::Handle,
         span: tracing::Span,
         limits: ShardLimits,
+        fsync_duration: Histogram,
     ) -> Result<Arc<ShardLog>, BrokerError> {
         let log = Log::open_with_keys(dir, config, keys)?;
         let report = log.recovery_report();
@@ -97,6 +101,7 @@ impl ShardLog {
             committed: watch::channel(committed).0,
             written_records: AtomicU64::new(0),
             written_bytes: AtomicU64::new(0),
+            fsync_duration,
         });
         let (queue, receiver) = mpsc::channel(QUEUE_DEPTH);
         tasks.spawn_on(
@@ -228,6 +233,23 @@ impl ShardLog {
 
     pub fn delete_older_than(&self, cutoff_ms: u64) -> Result<u64, BrokerError> {
         Ok(self.shared.log.delete_segments_older_than(cutoff_ms)?)
+    }
+
+    /// (segments, bytes of every file in the log's directory). Blocking: it lists the
+    /// directory; a file that vanishes meanwhile (retention) counts as 0 bytes.
+    pub fn disk_usage(&self) -> (u64, u64) {
+        let segments = self.shared.log.stats().segments as u64;
+        let bytes = std::fs::read_dir(self.shared.log.dir())
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter_map(|entry| entry.metadata().ok())
+                    .filter(std::fs::Metadata::is_file)
+                    .map(|metadata| metadata.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        (segments, bytes)
     }
 }
 
@@ -378,7 +400,10 @@ impl Shared {
         let Some(last) = last_written else {
             return Ok(outcomes);
         };
+        let fsync_started = std::time::Instant::now();
         self.log.sync(last).map_err(WriteFailure::Storage)?;
+        self.fsync_duration
+            .observe(fsync_started.elapsed().as_secs_f64());
         self.written_records
             .fetch_add(written_records, Ordering::Relaxed);
         self.written_bytes

@@ -3,6 +3,7 @@
 
 use crate::auth::{self, Authentication};
 use crate::error::{ApiError, ErrorKind};
+use crate::metrics::GatewayMetrics;
 use crate::ops::{self, Operation};
 use crate::subscribe;
 use crate::validate;
@@ -40,14 +41,16 @@ struct AppState {
     broker: Broker,
     authentication: Authentication,
     request_ids: std::sync::Arc<AtomicU64>,
+    metrics: GatewayMetrics,
 }
 
-/// The Kinesis endpoint as an axum router.
-pub fn router(broker: Broker, authentication: Authentication) -> Router {
+/// The Kinesis endpoint as an axum router; each request's duration goes to `metrics`.
+pub fn router(broker: Broker, authentication: Authentication, metrics: GatewayMetrics) -> Router {
     let state = AppState {
         broker,
         authentication,
         request_ids: std::sync::Arc::new(AtomicU64::new(0)),
+        metrics,
     };
     Router::new()
         .fallback(handle)
@@ -74,6 +77,7 @@ async fn handle(
     parts: http::request::Parts,
     body: Bytes,
 ) -> Response {
+    let started = std::time::Instant::now();
     let request_id = request_id(&state);
     let headers: &HeaderMap = &parts.headers;
     let encoding = match headers
@@ -92,7 +96,8 @@ async fn handle(
         .and_then(Operation::from_name);
     let op_name = operation.map_or("unknown", Operation::name);
     let span = tracing::info_span!("kinesis.request", op = op_name, request_id = %request_id, stream = tracing::field::Empty);
-    async move {
+    let metrics = state.metrics.clone();
+    let response = async move {
         let authenticated = match state.authentication {
             Authentication::Open => Ok((None, body)),
             Authentication::SigV4 => auth::authenticate(&state.broker, &parts, body)
@@ -146,7 +151,9 @@ async fn handle(
         }
     }
     .instrument(span)
-    .await
+    .await;
+    metrics.observe(op_name, response.status(), started.elapsed());
+    response
 }
 
 /// What an operation answers: one body, or an event stream (SubscribeToShard).

@@ -1187,8 +1187,7 @@ async fn put_record(broker: &Broker, input: &Value) -> Result<Value, ApiError> {
             )));
         }
     }
-    let mut results = broker.put_records(&name, vec![record]).await?;
-    match results.pop() {
+    match Some(broker.put_record(&name, record).await?) {
         Some(Ok(out)) => Ok(obj(vec![
             ("ShardId", s(out.shard.to_string())),
             ("SequenceNumber", s(out.sequence.to_string())),

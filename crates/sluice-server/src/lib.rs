@@ -139,10 +139,12 @@ pub async fn serve(
     };
     let mut registry = prometheus_client::registry::Registry::default();
     broker.metrics().register(&mut registry);
+    let gateway_metrics = sluice_gateway::GatewayMetrics::default();
+    gateway_metrics.register(&mut registry);
     let registry = std::sync::Arc::new(registry);
     let ready = std::sync::Arc::new(AtomicBool::new(false));
-    let kinesis_router =
-        sluice_gateway::router(broker.clone(), authentication).merge(admin_routes(
+    let kinesis_router = sluice_gateway::router(broker.clone(), authentication, gateway_metrics)
+        .merge(admin_routes(
             std::sync::Arc::clone(&registry),
             std::sync::Arc::clone(&ready),
         ));

@@ -112,6 +112,12 @@ impl Broker {
             active.retain(|_, a| now.saturating_sub(a.started_ms) < horizon);
             if let Some(existing) = active.get(&key) {
                 if now.saturating_sub(existing.started_ms) < TAKEOVER_AFTER_MS {
+                    self.inner
+                        .metrics
+                        .for_stream(&name)
+                        .consumer(&parts.consumer)
+                        .rate_exceeded
+                        .inc();
                     return Err(BrokerError::InUse(format!(
                         "Another active subscription exists for this consumer: {consumer_arn}"
                     )));
@@ -160,6 +166,9 @@ impl Broker {
         let mut metadata = self.inner.meta_changes.subscribe();
         // The first event goes out at once, even when there is nothing to deliver yet.
         let mut heartbeat_due = true;
+        let metrics = self.inner.metrics.for_stream(name);
+        let consumer_metrics = sluice_types::parse_consumer_arn(&consumer_arn)
+            .map(|parts| metrics.consumer(&parts.consumer));
         loop {
             metadata.mark_unchanged();
             let stream = match self.writable_stream(name) {
@@ -250,11 +259,12 @@ impl Broker {
                         if sent.is_err() {
                             return;
                         }
-                        self.inner
-                            .metrics
-                            .subscribe_to_shard_events
-                            .get_or_create(&crate::metrics::Metrics::stream(name))
-                            .inc();
+                        metrics.subscribe_to_shard_events.inc();
+                        if let Some(consumer) = &consumer_metrics {
+                            consumer
+                                .millis_behind_latest
+                                .set(crate::metrics::gauge_value(millis_behind_latest));
+                        }
                     }
                 }
                 if finished {
