@@ -26,13 +26,33 @@ fn backend(op: &'static str) -> impl FnOnce(sled::Error) -> StorageError {
 }
 
 impl SledStore {
-    /// Opens (creating if absent) the database in `dir`.
+    /// Opens (creating if absent) the database in `dir`. Blocking: call from a blocking
+    /// thread.
+    ///
+    /// A store closed a moment ago may still be locked while sled's background I/O threads
+    /// finish (sled's own test builds block on the lock for this reason), so a held lock is
+    /// retried for a few seconds before it is reported.
     pub fn open(dir: &Path) -> Result<SledStore, StorageError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .open()
-            .map_err(backend("open"))?;
-        Ok(SledStore { db })
+        const LOCK_RETRIES: u32 = 50;
+        const LOCK_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+        let mut attempt = 0;
+        loop {
+            match sled::Config::new().path(dir).open() {
+                Ok(db) => return Ok(SledStore { db }),
+                Err(sled::Error::Io(error))
+                    if attempt < LOCK_RETRIES
+                        && error.to_string().contains("could not acquire lock") =>
+                {
+                    attempt += 1;
+                    tracing::debug!(attempt, dir = %dir.display(), "metadata store still locked; retrying");
+                    // Runs on a blocking thread (never an async worker): waiting for another
+                    // handle's threads to release a file lock has no condition to wait on.
+                    #[allow(clippy::disallowed_methods)]
+                    std::thread::sleep(LOCK_RETRY_PAUSE);
+                }
+                Err(error) => return Err(backend("open")(error)),
+            }
+        }
     }
 
     fn tree(&self, name: &str) -> Result<sled::Tree, StorageError> {
