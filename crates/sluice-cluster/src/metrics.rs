@@ -569,55 +569,56 @@ pub struct ShardMetrics {
 }
 
 impl ShardMetrics {
+    /// The counter handles with their families and the level that turns each on.
+    fn counter_slots<'a>(
+        &'a mut self,
+        families: &'a Metrics,
+    ) -> [(
+        &'a mut Option<Counter>,
+        &'a Family<ShardLabels, Counter>,
+        ShardLevel,
+    ); 6] {
+        [
+            (
+                &mut self.incoming_bytes,
+                &families.shard_incoming_bytes,
+                ShardLevel::INCOMING_BYTES,
+            ),
+            (
+                &mut self.incoming_records,
+                &families.shard_incoming_records,
+                ShardLevel::INCOMING_RECORDS,
+            ),
+            (
+                &mut self.outgoing_bytes,
+                &families.shard_outgoing_bytes,
+                ShardLevel::OUTGOING_BYTES,
+            ),
+            (
+                &mut self.outgoing_records,
+                &families.shard_outgoing_records,
+                ShardLevel::OUTGOING_RECORDS,
+            ),
+            (
+                &mut self.write_throughput_exceeded,
+                &families.shard_write_throughput_exceeded,
+                ShardLevel::WRITE_THROUGHPUT_EXCEEDED,
+            ),
+            (
+                &mut self.read_throughput_exceeded,
+                &families.shard_read_throughput_exceeded,
+                ShardLevel::READ_THROUGHPUT_EXCEEDED,
+            ),
+        ]
+    }
+
     /// Creates the series `enabled` holds and this handle set lacks.
     fn fill(&mut self, families: &Metrics, labels: impl Fn() -> ShardLabels, enabled: ShardLevel) {
-        fn counter(
-            slot: &mut Option<Counter>,
-            family: &Family<ShardLabels, Counter>,
-            labels: &dyn Fn() -> ShardLabels,
-            wanted: bool,
-        ) {
-            if wanted && slot.is_none() {
+        for (slot, family, level) in self.counter_slots(families) {
+            if enabled.contains(level) && slot.is_none() {
                 *slot = Some(family.get_or_create(&labels()).clone());
             }
         }
-        let labels: &dyn Fn() -> ShardLabels = &labels;
-        counter(
-            &mut self.incoming_bytes,
-            &families.shard_incoming_bytes,
-            labels,
-            enabled.contains(ShardLevel::INCOMING_BYTES),
-        );
-        counter(
-            &mut self.incoming_records,
-            &families.shard_incoming_records,
-            labels,
-            enabled.contains(ShardLevel::INCOMING_RECORDS),
-        );
-        counter(
-            &mut self.outgoing_bytes,
-            &families.shard_outgoing_bytes,
-            labels,
-            enabled.contains(ShardLevel::OUTGOING_BYTES),
-        );
-        counter(
-            &mut self.outgoing_records,
-            &families.shard_outgoing_records,
-            labels,
-            enabled.contains(ShardLevel::OUTGOING_RECORDS),
-        );
-        counter(
-            &mut self.write_throughput_exceeded,
-            &families.shard_write_throughput_exceeded,
-            labels,
-            enabled.contains(ShardLevel::WRITE_THROUGHPUT_EXCEEDED),
-        );
-        counter(
-            &mut self.read_throughput_exceeded,
-            &families.shard_read_throughput_exceeded,
-            labels,
-            enabled.contains(ShardLevel::READ_THROUGHPUT_EXCEEDED),
-        );
         if enabled.contains(ShardLevel::ITERATOR_AGE) && self.iterator_age.is_none() {
             self.iterator_age = Some(families.shard_iterator_age.get_or_create(&labels()).clone());
         }
@@ -650,52 +651,11 @@ impl ShardMetrics {
 
     /// Drops (handles and exported series) what `enabled` does not hold.
     fn retain(&mut self, families: &Metrics, labels: &ShardLabels, enabled: ShardLevel) {
-        fn counter(
-            slot: &mut Option<Counter>,
-            family: &Family<ShardLabels, Counter>,
-            labels: &ShardLabels,
-            keep: bool,
-        ) {
-            if !keep && slot.take().is_some() {
+        for (slot, family, level) in self.counter_slots(families) {
+            if !enabled.contains(level) && slot.take().is_some() {
                 family.remove(labels);
             }
         }
-        counter(
-            &mut self.incoming_bytes,
-            &families.shard_incoming_bytes,
-            labels,
-            enabled.contains(ShardLevel::INCOMING_BYTES),
-        );
-        counter(
-            &mut self.incoming_records,
-            &families.shard_incoming_records,
-            labels,
-            enabled.contains(ShardLevel::INCOMING_RECORDS),
-        );
-        counter(
-            &mut self.outgoing_bytes,
-            &families.shard_outgoing_bytes,
-            labels,
-            enabled.contains(ShardLevel::OUTGOING_BYTES),
-        );
-        counter(
-            &mut self.outgoing_records,
-            &families.shard_outgoing_records,
-            labels,
-            enabled.contains(ShardLevel::OUTGOING_RECORDS),
-        );
-        counter(
-            &mut self.write_throughput_exceeded,
-            &families.shard_write_throughput_exceeded,
-            labels,
-            enabled.contains(ShardLevel::WRITE_THROUGHPUT_EXCEEDED),
-        );
-        counter(
-            &mut self.read_throughput_exceeded,
-            &families.shard_read_throughput_exceeded,
-            labels,
-            enabled.contains(ShardLevel::READ_THROUGHPUT_EXCEEDED),
-        );
         if !enabled.contains(ShardLevel::ITERATOR_AGE) && self.iterator_age.take().is_some() {
             families.shard_iterator_age.remove(labels);
         }
