@@ -635,3 +635,81 @@ async fn produce_stream_acks_every_batch_in_order_and_survives_a_refused_one() {
     drop(requests);
     assert!(acks.message().await.expect("clean end").is_none());
 }
+
+/// Three records of one key: 600 KiB (fits the 1 MiB burst), 600 KiB (does not), 1 KiB.
+fn big_small_batch() -> Vec<pb::PutRecordsRequestEntry> {
+    [600 << 10, 600 << 10, 1 << 10]
+        .into_iter()
+        .map(|size: usize| pb::PutRecordsRequestEntry {
+            partition_key: "one-key".to_owned(),
+            explicit_hash_key: None,
+            data: vec![7u8; size].into(),
+        })
+        .collect()
+}
+
+fn succeeded(results: &[pb::PutRecordsResultEntry]) -> Vec<bool> {
+    results
+        .iter()
+        .map(|r| {
+            matches!(
+                r.result,
+                Some(pb::put_records_result_entry::Result::Success(_))
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn produce_stream_refuses_the_rest_of_a_shard_after_a_throttled_record() {
+    let node = Node::start_with(sluice_tests::NodeOptions {
+        throughput_limits: true,
+        ..Default::default()
+    })
+    .await;
+    let mut admin = streams(&node).await;
+    create_active(&mut admin, "ordered", 1).await;
+    create_active(&mut admin, "unordered", 1).await;
+
+    // Unary PutRecords is Kinesis PutRecords: a small record after a throttled one still
+    // fits and is written, ahead of the throttled one's retry.
+    let unary = data(&node)
+        .await
+        .put_records(pb::PutRecordsRequest {
+            stream_name: "unordered".into(),
+            records: big_small_batch(),
+        })
+        .await
+        .expect("put")
+        .into_inner();
+    assert_eq!(succeeded(&unary.records), [true, false, true]);
+
+    // The produce stream keeps the shard's order: everything after the refusal is refused.
+    let (requests, incoming) = tokio::sync::mpsc::channel::<pb::ProduceRequest>(1);
+    let mut acks = data(&node)
+        .await
+        .produce(futures_util::stream::poll_fn({
+            let mut incoming = incoming;
+            move |cx| incoming.poll_recv(cx)
+        }))
+        .await
+        .expect("open the produce stream")
+        .into_inner();
+    requests
+        .send(pb::ProduceRequest {
+            batch_id: 1,
+            stream_name: "ordered".into(),
+            records: big_small_batch(),
+        })
+        .await
+        .expect("send");
+    let ack = acks.message().await.expect("ack").expect("an ack");
+    assert_eq!(succeeded(&ack.records), [true, false, false]);
+    assert_eq!(ack.failed_record_count, 2);
+    for entry in &ack.records[1..] {
+        let Some(pb::put_records_result_entry::Result::Error(error)) = &entry.result else {
+            panic!("refused: {entry:?}");
+        };
+        assert_eq!(error.error_code, "ProvisionedThroughputExceededException");
+    }
+}

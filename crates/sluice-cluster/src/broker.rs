@@ -678,7 +678,7 @@ impl Broker {
         record: PutRecordInput,
     ) -> Result<Result<PutRecordOutput, PutRecordFailure>, BrokerError> {
         let mut results = self
-            .put_records_as(PutCall::PutRecord, name, vec![record])
+            .put_records_as(PutCall::PutRecord, name, vec![record], false)
             .await?;
         Ok(results.pop().unwrap_or_else(|| {
             Err(PutRecordFailure {
@@ -695,7 +695,19 @@ impl Broker {
         name: &str,
         records: Vec<PutRecordInput>,
     ) -> Result<Vec<Result<PutRecordOutput, PutRecordFailure>>, BrokerError> {
-        self.put_records_as(PutCall::PutRecords, name, records)
+        self.put_records_as(PutCall::PutRecords, name, records, false)
+            .await
+    }
+
+    /// PutRecords where each shard's admitted records are a prefix of its records in the
+    /// request: once one is refused (throttled), the later ones of that shard are refused
+    /// too, so retrying the refused records in order keeps every partition key in order.
+    pub async fn put_records_in_order(
+        &self,
+        name: &str,
+        records: Vec<PutRecordInput>,
+    ) -> Result<Vec<Result<PutRecordOutput, PutRecordFailure>>, BrokerError> {
+        self.put_records_as(PutCall::PutRecords, name, records, true)
             .await
     }
 
@@ -704,6 +716,7 @@ impl Broker {
         call: PutCall,
         name: &str,
         records: Vec<PutRecordInput>,
+        in_order: bool,
     ) -> Result<Vec<Result<PutRecordOutput, PutRecordFailure>>, BrokerError> {
         let started = std::time::Instant::now();
         // Resolved once the stream is known to exist, so unknown names get no series.
@@ -752,10 +765,12 @@ impl Broker {
                     .map(|(_, r)| (r.partition_key.len() + r.data.len()) as u64)
                     .collect();
                 // On-demand streams scale instead of throttling.
-                let admitted = if stream.mode == StreamMode::Provisioned {
-                    log.admit_writes(&sizes, now)
-                } else {
+                let admitted = if stream.mode != StreamMode::Provisioned {
                     vec![true; sizes.len()]
+                } else if in_order {
+                    log.admit_writes_in_order(&sizes, now)
+                } else {
+                    log.admit_writes(&sizes, now)
                 };
                 let (batch, throttled): (Vec<_>, Vec<_>) = batch
                     .into_iter()

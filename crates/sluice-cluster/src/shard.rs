@@ -163,6 +163,11 @@ impl ShardLog {
         self.limits.lock().admit_writes(sizes, now_ms)
     }
 
+    /// Which of these record sizes fit, as a prefix (see `ShardLimits::admit_writes_in_order`).
+    pub fn admit_writes_in_order(&self, sizes: &[u64], now_ms: u64) -> Vec<bool> {
+        self.limits.lock().admit_writes_in_order(sizes, now_ms)
+    }
+
     /// Whether a GetRecords call fits the shard's read budget now.
     pub fn admit_read_call(&self, now_ms: u64) -> bool {
         self.limits.lock().admit_read_call(now_ms)

@@ -289,6 +289,20 @@ impl ShardLimits {
             .collect()
     }
 
+    /// Like [`ShardLimits::admit_writes`], but once a record is refused every later one is
+    /// refused too (and charged nothing): what is admitted is a prefix, so a client that
+    /// retries the refused records in order never reorders a shard.
+    pub fn admit_writes_in_order(&mut self, record_sizes: &[u64], now_ms: u64) -> Vec<bool> {
+        let mut open = true;
+        record_sizes
+            .iter()
+            .map(|&size| {
+                open = open && self.admit_write(size, now_ms);
+                open
+            })
+            .collect()
+    }
+
     /// [`ShardLimits::admit_writes`] for a single record (`PutRecord`).
     pub fn admit_write(&mut self, record_size: u64, now_ms: u64) -> bool {
         if !self.enabled {
@@ -477,6 +491,16 @@ mod tests {
         assert!(limits.admit_write(MIB - 1_000, T0));
         let flags = limits.admit_writes(&[2_000, 500, 600, 400], T0);
         assert_eq!(flags, vec![false, true, false, true]);
+    }
+
+    #[test]
+    fn in_order_admission_refuses_everything_after_the_first_refusal() {
+        let mut limits = aws(T0);
+        assert!(limits.admit_write(MIB - 1_000, T0));
+        let flags = limits.admit_writes_in_order(&[500, 2_000, 400, 10], T0);
+        assert_eq!(flags, vec![true, false, false, false]);
+        // Nothing after the refusal was charged: 500 bytes of budget are still there.
+        assert_eq!(limits.admit_writes(&[400, 200], T0), vec![true, false]);
     }
 
     #[test]

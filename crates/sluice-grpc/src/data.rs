@@ -52,10 +52,12 @@ fn acks_stream(
 }
 
 /// One PutRecords batch: the Kinesis limits, the stream lookup, the write, the results.
+/// `in_order`: a shard's admitted records are a prefix of its records in the batch.
 async fn put_batch(
     broker: &Broker,
     requested_stream: &str,
     entries: Vec<pb::PutRecordsRequestEntry>,
+    in_order: bool,
 ) -> Result<pb::PutRecordsResponse, Status> {
     let name = stream_name(requested_stream)?;
     let count = entries.len();
@@ -121,7 +123,12 @@ async fn put_batch(
             data: record.data,
         });
     }
-    let results = broker.put_records(name, records).await.map_err(status_of)?;
+    let results = if in_order {
+        broker.put_records_in_order(name, records).await
+    } else {
+        broker.put_records(name, records).await
+    }
+    .map_err(status_of)?;
     let failed = results.iter().filter(|r| r.is_err()).count() as u32;
     Ok(pb::PutRecordsResponse {
         failed_record_count: failed,
@@ -166,7 +173,7 @@ impl Data for DataApi {
             &request.get_ref().stream_name,
         )?;
         let request = request.into_inner();
-        put_batch(&self.broker, &request.stream_name, request.records)
+        put_batch(&self.broker, &request.stream_name, request.records, false)
             .await
             .map(Response::new)
     }
@@ -203,7 +210,7 @@ impl Data for DataApi {
                     None => Ok(()),
                 };
                 let outcome = match allowed {
-                    Ok(()) => put_batch(&broker, &batch.stream_name, batch.records).await,
+                    Ok(()) => put_batch(&broker, &batch.stream_name, batch.records, true).await,
                     Err(status) => Err(status),
                 };
                 let ack = match outcome {
