@@ -560,21 +560,31 @@ fn produce_request(batch_id: u64, stream: &str, keys: &[&str]) -> pb::ProduceReq
     }
 }
 
+/// Opens a produce stream: batches go in through the sender, acks come out of the stream.
+async fn open_produce(
+    node: &Node,
+) -> (
+    tokio::sync::mpsc::Sender<pb::ProduceRequest>,
+    tonic::Streaming<pb::ProduceAck>,
+) {
+    let (requests, mut incoming) = tokio::sync::mpsc::channel::<pb::ProduceRequest>(8);
+    let acks = data(node)
+        .await
+        .produce(futures_util::stream::poll_fn(move |cx| {
+            incoming.poll_recv(cx)
+        }))
+        .await
+        .expect("open the produce stream")
+        .into_inner();
+    (requests, acks)
+}
+
 #[tokio::test]
 async fn produce_stream_acks_every_batch_in_order_and_survives_a_refused_one() {
     let node = Node::start().await;
     let mut admin = streams(&node).await;
     create_active(&mut admin, "produced", 2).await;
-    let (requests, incoming) = tokio::sync::mpsc::channel::<pb::ProduceRequest>(8);
-    let mut acks = data(&node)
-        .await
-        .produce(futures_util::stream::poll_fn({
-            let mut incoming = incoming;
-            move |cx| incoming.poll_recv(cx)
-        }))
-        .await
-        .expect("open the produce stream")
-        .into_inner();
+    let (requests, mut acks) = open_produce(&node).await;
     // Pipelined: all batches are sent before any ack is read.
     let batches = [
         produce_request(1, "produced", &["a", "b", "c"]),
@@ -685,16 +695,7 @@ async fn produce_stream_refuses_the_rest_of_a_shard_after_a_throttled_record() {
     assert_eq!(succeeded(&unary.records), [true, false, true]);
 
     // The produce stream keeps the shard's order: everything after the refusal is refused.
-    let (requests, incoming) = tokio::sync::mpsc::channel::<pb::ProduceRequest>(1);
-    let mut acks = data(&node)
-        .await
-        .produce(futures_util::stream::poll_fn({
-            let mut incoming = incoming;
-            move |cx| incoming.poll_recv(cx)
-        }))
-        .await
-        .expect("open the produce stream")
-        .into_inner();
+    let (requests, mut acks) = open_produce(&node).await;
     requests
         .send(pb::ProduceRequest {
             batch_id: 1,
