@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -190,3 +193,53 @@ def raw_request(
         )
     finally:
         connection.close()
+
+
+AWS_CLI_TIMEOUT = 60
+
+
+def aws_cli_runner(endpoint: str, home, ca_bundle=None):
+    """A function that runs `aws kinesis <args> --endpoint-url <endpoint>` (the AWS CLI v1
+    installed with the suite) in an AWS environment of its own, so nothing from the host
+    (credentials, AWS_CA_BUNDLE, ...) decides anything; `--ca-bundle` when one is given."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    env.update(
+        HOME=str(home),
+        AWS_ACCESS_KEY_ID="x",
+        AWS_SECRET_ACCESS_KEY="x",
+        AWS_CONFIG_FILE=str(home / "config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(home / "credentials"),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+
+    def run(*args: str, ca_bundle=ca_bundle) -> subprocess.CompletedProcess:
+        trust = ["--ca-bundle", str(ca_bundle)] if ca_bundle is not None else []
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "awscli",
+                "kinesis",
+                *args,
+                "--endpoint-url",
+                endpoint,
+                *trust,
+                "--region",
+                REGION,
+                "--output",
+                "json",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=AWS_CLI_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    return run
+
+
+def cli_json(process: subprocess.CompletedProcess) -> dict:
+    """The JSON a successful CLI run printed (empty output is `{}`)."""
+    assert process.returncode == 0, f"exit {process.returncode}: {process.stderr}"
+    return json.loads(process.stdout) if process.stdout.strip() else {}

@@ -3,64 +3,19 @@
 from __future__ import annotations
 
 import base64
-import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from support import REGION, stream_arn, unique_name
-
-CLI_TIMEOUT = 60
+from support import aws_cli_runner, cli_json, stream_arn, unique_name
 
 
 @pytest.fixture(scope="module")
 def aws(server, tmp_path_factory):
     """Runs `aws kinesis <args>` against the server; returns the completed process."""
-    home = tmp_path_factory.mktemp("aws-cli-home")
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("AWS_")
-    }
-    env.update(
-        HOME=str(home),
-        AWS_ACCESS_KEY_ID="x",
-        AWS_SECRET_ACCESS_KEY="x",
-        AWS_CONFIG_FILE=str(home / "config"),
-        AWS_SHARED_CREDENTIALS_FILE=str(home / "credentials"),
-        AWS_EC2_METADATA_DISABLED="true",
-    )
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "awscli",
-                "kinesis",
-                *args,
-                "--endpoint-url",
-                server.endpoint,
-                "--region",
-                REGION,
-                "--output",
-                "json",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=CLI_TIMEOUT,
-            stdin=subprocess.DEVNULL,
-        )
-
-    return run
+    return aws_cli_runner(server.endpoint, tmp_path_factory.mktemp("aws-cli-home"))
 
 
-def ok(process: subprocess.CompletedProcess) -> dict:
-    assert process.returncode == 0, f"exit {process.returncode}: {process.stderr}"
-    return json.loads(process.stdout) if process.stdout.strip() else {}
+ok = cli_json
 
 
 def test_stream_life_cycle_through_the_cli(aws):

@@ -4,10 +4,6 @@ against a node started with `--tls-cert/--tls-key`, certificates made by trustme
 from __future__ import annotations
 
 import base64
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import boto3
@@ -19,7 +15,6 @@ from botocore.exceptions import ConnectionClosedError, SSLError
 import support
 from conftest import NodeDidNotStart, Server, finish_node, start_node
 
-CLI_TIMEOUT = 60
 
 
 def _start_tls_node(root: Path, leaf: trustme.LeafCert, ca: trustme.CA) -> Server:
@@ -62,49 +57,14 @@ def _boto3(endpoint: str, verify: str | bool):
 
 @pytest.fixture(scope="module")
 def aws(tls_node, tmp_path_factory):
-    """Runs `aws kinesis <args> --endpoint-url https://...` with a clean AWS environment."""
-    home = tmp_path_factory.mktemp("aws-cli-tls-home")
-    # Drop AWS_CA_BUNDLE and friends from the host, so only --ca-bundle decides trust.
-    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
-    env.update(
-        HOME=str(home),
-        AWS_ACCESS_KEY_ID="x",
-        AWS_SECRET_ACCESS_KEY="x",
-        AWS_CONFIG_FILE=str(home / "config"),
-        AWS_SHARED_CREDENTIALS_FILE=str(home / "credentials"),
-        AWS_EC2_METADATA_DISABLED="true",
+    """Runs `aws kinesis <args> --endpoint-url https://...` with a clean AWS environment:
+    only --ca-bundle (the node's CA unless a test passes another) decides trust."""
+    return support.aws_cli_runner(
+        tls_node.endpoint, tmp_path_factory.mktemp("aws-cli-tls-home"), tls_node.ca_bundle
     )
 
-    def run(*args: str, ca_bundle: Path | None = tls_node.ca_bundle):
-        trust = ["--ca-bundle", str(ca_bundle)] if ca_bundle is not None else []
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "awscli",
-                "kinesis",
-                *args,
-                "--endpoint-url",
-                tls_node.endpoint,
-                *trust,
-                "--region",
-                support.REGION,
-                "--output",
-                "json",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=CLI_TIMEOUT,
-            stdin=subprocess.DEVNULL,
-        )
 
-    return run
-
-
-def ok(process: subprocess.CompletedProcess) -> dict:
-    assert process.returncode == 0, f"exit {process.returncode}: {process.stderr}"
-    return json.loads(process.stdout) if process.stdout.strip() else {}
+ok = support.cli_json
 
 
 def test_cli_over_https_with_ca_bundle(aws):

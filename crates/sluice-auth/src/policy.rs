@@ -161,9 +161,9 @@ impl Policy {
 }
 
 /// Decides a request from the caller's identity policies and the resource's policy.
-pub fn evaluate(
+pub fn evaluate<'a>(
     request: &AccessRequest<'_>,
-    identity_policies: &[Policy],
+    identity_policies: impl IntoIterator<Item = &'a Policy>,
     resource_policy: Option<&Policy>,
 ) -> Decision {
     let mut allowed = false;

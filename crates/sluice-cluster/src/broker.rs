@@ -141,6 +141,8 @@ struct Inner {
     opening: tokio::sync::Mutex<()>,
     scaler: parking_lot::Mutex<autoscale::ScalerState>,
     metrics: Metrics,
+    /// Parsed identity and resource policies, for `authorize`.
+    policy_cache: access::PolicyCache,
 }
 
 /// The single entry point of both front ends.
@@ -170,6 +172,7 @@ impl Broker {
                 opening: tokio::sync::Mutex::new(()),
                 scaler: parking_lot::Mutex::new(autoscale::ScalerState::default()),
                 metrics: Metrics::default(),
+                policy_cache: access::PolicyCache::default(),
             }),
         };
         let streams: Vec<Stream> = broker

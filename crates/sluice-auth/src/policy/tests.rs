@@ -65,7 +65,7 @@ fn allow_by_action_and_resource_else_implicit_deny() {
         Decision::ImplicitDeny
     );
     assert_eq!(
-        evaluate(&request("kinesis:PutRecord", ORDERS), &[], None),
+        evaluate(&request("kinesis:PutRecord", ORDERS), [], None),
         Decision::ImplicitDeny
     );
 }

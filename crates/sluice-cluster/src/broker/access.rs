@@ -10,6 +10,8 @@ use crate::error::BrokerError;
 use sluice_auth::policy::{AccessRequest, Decision, DenySource, Policy, PolicyKind};
 use sluice_meta::{AccessKey, Command};
 use sluice_types::{parse_consumer_arn, parse_stream_arn};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +48,36 @@ impl std::fmt::Debug for NewAccessKey {
             .field("secret_access_key", &"<redacted>")
             .field("user", &self.user)
             .finish()
+    }
+}
+
+/// Parsed policy documents by kind and text, so a request evaluates policies without
+/// parsing JSON. Documents were validated when stored; one that no longer parses grants
+/// nothing. Bounded: past `MAX_CACHED_POLICIES` distinct documents it starts over.
+#[derive(Default)]
+pub(super) struct PolicyCache {
+    identity: parking_lot::RwLock<HashMap<String, Option<Arc<Policy>>>>,
+    resource: parking_lot::RwLock<HashMap<String, Option<Arc<Policy>>>>,
+}
+
+const MAX_CACHED_POLICIES: usize = 4096;
+
+impl PolicyCache {
+    fn parsed(&self, text: &str, kind: PolicyKind) -> Option<Arc<Policy>> {
+        let map = match kind {
+            PolicyKind::Identity => &self.identity,
+            PolicyKind::Resource => &self.resource,
+        };
+        if let Some(found) = map.read().get(text) {
+            return found.clone();
+        }
+        let policy = Policy::parse(text, kind).ok().map(Arc::new);
+        let mut parsed = map.write();
+        if parsed.len() >= MAX_CACHED_POLICIES {
+            parsed.clear();
+        }
+        parsed.insert(text.to_owned(), policy.clone());
+        policy
     }
 }
 
@@ -91,56 +123,59 @@ impl Broker {
             return Ok(());
         }
         let account = self.identity().account.clone();
-        let (identity_documents, resource_document) = self.with_state(|state| {
-            let identity: Vec<String> = state
+        let cache = &self.inner.policy_cache;
+        let (identity, resource_policy) = self.with_state(|state| {
+            let identity: Vec<Arc<Policy>> = state
                 .keys
                 .get(&caller.access_key_id)
-                .map(|key| key.policies.values().cloned().collect())
+                .map(|key| {
+                    key.policies
+                        .values()
+                        .filter_map(|text| cache.parsed(text, PolicyKind::Identity))
+                        .collect()
+                })
                 .unwrap_or_default();
-            let resource_policy = match policy_target(resource) {
+            let resource_document = match policy_target(resource) {
                 Some(PolicyTarget::Stream(stream)) => state
                     .streams
                     .get(&stream)
-                    .and_then(|s| s.resource_policy.clone()),
+                    .and_then(|s| s.resource_policy.as_deref()),
                 Some(PolicyTarget::Consumer { stream, consumer }) => {
                     state.streams.get(&stream).and_then(|s| {
                         s.consumers
                             .iter()
                             .find(|c| c.name == consumer)
-                            .and_then(|c| c.resource_policy.clone())
+                            .and_then(|c| c.resource_policy.as_deref())
                     })
                 }
                 None => None,
             };
+            let resource_policy =
+                resource_document.and_then(|text| cache.parsed(text, PolicyKind::Resource));
             (identity, resource_policy)
         });
-        // Documents were validated when stored; one that no longer parses grants nothing.
-        let identity: Vec<Policy> = identity_documents
-            .iter()
-            .filter_map(|text| Policy::parse(text, PolicyKind::Identity).ok())
-            .collect();
-        let resource_policy = resource_document
-            .as_deref()
-            .and_then(|text| Policy::parse(text, PolicyKind::Resource).ok());
         let request = AccessRequest {
             principal: &caller.principal,
             account: &account,
             action,
             resource,
         };
-        let because =
-            match sluice_auth::policy::evaluate(&request, &identity, resource_policy.as_ref()) {
-                Decision::Allow => return Ok(()),
-                Decision::ExplicitDeny(DenySource::Identity) => {
-                    "with an explicit deny in an identity-based policy".to_owned()
-                }
-                Decision::ExplicitDeny(DenySource::Resource) => {
-                    "with an explicit deny in a resource-based policy".to_owned()
-                }
-                Decision::ImplicitDeny => {
-                    format!("because no identity-based policy allows the {action} action")
-                }
-            };
+        let because = match sluice_auth::policy::evaluate(
+            &request,
+            identity.iter().map(|p| p.as_ref()),
+            resource_policy.as_deref(),
+        ) {
+            Decision::Allow => return Ok(()),
+            Decision::ExplicitDeny(DenySource::Identity) => {
+                "with an explicit deny in an identity-based policy".to_owned()
+            }
+            Decision::ExplicitDeny(DenySource::Resource) => {
+                "with an explicit deny in a resource-based policy".to_owned()
+            }
+            Decision::ImplicitDeny => {
+                format!("because no identity-based policy allows the {action} action")
+            }
+        };
         Err(BrokerError::AccessDenied(format!(
             "User: {} is not authorized to perform: {action} on resource: {resource} {because}",
             caller.principal
