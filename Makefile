@@ -2,7 +2,7 @@
 CARGO ?= cargo
 DATA_DIR ?= ./data
 
-.PHONY: run build release test test-rust test-clients test-deploy lint fmt bench fuzz clean
+.PHONY: run build release test test-rust test-clients test-deploy lint fmt bench fuzz clean cluster cluster-stop
 
 ## Start a single node with embedded defaults (data in ./data, Kinesis on 127.0.0.1:4567, gRPC on 127.0.0.1:50051).
 run:
@@ -48,3 +48,12 @@ fuzz:
 
 clean:
 	$(CARGO) clean
+
+## Three release nodes in the background (Kinesis on 127.0.0.1:4567-4569, gRPC on 127.0.0.1:50051-50053,
+## admin on 127.0.0.1:9090-9092; data, log and pid in ./data/node-1..3); waits until all are ready.
+cluster: release
+	DATA_DIR=$(DATA_DIR) bash deploy/local/cluster.sh start
+
+## Stop the nodes of `make cluster` (SIGTERM, SIGKILL after 10 s).
+cluster-stop:
+	DATA_DIR=$(DATA_DIR) bash deploy/local/cluster.sh stop

@@ -242,6 +242,24 @@ def sigv4(
     }
 
 
+def wait_ready(pod: "Pod", address: str) -> None:
+    """Polls `GET /readyz` until 200: the node joined (bootstrapped) its cluster and its
+    admin key exists."""
+    deadline = time.monotonic() + START_TIMEOUT_SECS
+    while True:
+        try:
+            connection = pod.connection(address)
+            connection.request("GET", "/readyz")
+            status = connection.getresponse().status
+            connection.close()
+            if status == 200:
+                return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "the node did not become ready"
+        time.sleep(0.05)
+
+
 def admin_key(rendered: Rendered) -> tuple[str, str]:
     env = container_env(rendered)
     return env["SLUICE_ADMIN_ACCESS_KEY_ID"], env["SLUICE_ADMIN_SECRET_ACCESS_KEY"]
@@ -256,6 +274,7 @@ def test_node_starts_and_serves_with_the_rendered_configuration(
     node = pod.start()
     try:
         address = node.wait_serving()
+        wait_ready(pod, address)
 
         # The ServiceMonitor's target: unauthenticated, on the Kinesis port.
         connection = pod.connection(address)

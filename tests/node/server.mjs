@@ -4,7 +4,8 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { createConnection, createServer } from "node:net";
+import { get as httpGet } from "node:http";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -24,14 +25,15 @@ async function freePort() {
   return port;
 }
 
-function canConnect(port) {
+/** Whether `GET /readyz` answers 200: the node is a cluster member with a metadata leader
+ * and its configured admin key exists. */
+function isReady(port) {
   return new Promise((ok) => {
-    const socket = createConnection({ host: "127.0.0.1", port });
-    socket.once("connect", () => {
-      socket.destroy();
-      ok(true);
+    const request = httpGet({ host: "127.0.0.1", port, path: "/readyz" }, (response) => {
+      response.resume();
+      ok(response.statusCode === 200);
     });
-    socket.once("error", () => ok(false));
+    request.once("error", () => ok(false));
   });
 }
 
@@ -47,7 +49,7 @@ export async function poll(what, check, timeoutMs = 15_000) {
 }
 
 /** Starts a server (with extra environment, e.g. authentication settings) and waits until
- * its Kinesis port accepts connections. */
+ * it is ready. */
 export async function startServer(prefix, env = {}) {
   assert.ok(existsSync(binary), `sluice binary not found at ${binary} (set SLUICE_BIN)`);
   const dataDir = mkdtempSync(join(tmpdir(), `${prefix}-`));
@@ -71,12 +73,12 @@ export async function startServer(prefix, env = {}) {
   process_.stdout.on("data", (chunk) => (log += chunk));
   process_.stderr.on("data", (chunk) => (log += chunk));
   await poll(
-    "the Kinesis port",
+    "the node to be ready",
     async () => {
       if (process_.exitCode !== null) {
         throw new Error(`sluice exited with ${process_.exitCode}:\n${log}`);
       }
-      return canConnect(kinesisPort);
+      return isReady(kinesisPort);
     },
     30_000,
   );

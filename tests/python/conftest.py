@@ -58,26 +58,19 @@ def _free_ports(count: int) -> list[int]:
 
 
 def _answers(port: int, ca_bundle: Path | None = None) -> bool:
-    """True once the Kinesis port answers an HTTP request at all (over TLS trusting
-    `ca_bundle` when given). A node with authentication on answers unsigned calls with 400."""
+    """True once `GET /readyz` on the Kinesis port answers 200 (over TLS trusting
+    `ca_bundle` when given): the node is a cluster member with a metadata leader and its
+    configured admin key exists."""
     try:
         if ca_bundle:
             context = ssl.create_default_context(cafile=str(ca_bundle))
             connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=2, context=context)
         else:
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        connection.request(
-            "POST",
-            "/",
-            body=b"{}",
-            headers={
-                "Content-Type": support.JSON_CONTENT_TYPE,
-                "X-Amz-Target": support.TARGET_PREFIX + "ListStreams",
-            },
-        )
-        connection.getresponse().read()
+        connection.request("GET", "/readyz")
+        status = connection.getresponse().status
         connection.close()
-        return True
+        return status == 200
     except OSError:
         return False
 
@@ -111,7 +104,7 @@ def start_node(
 ) -> Server:
     """Starts `sluice server` on free ports with its data and log under `root` (extra flags
     in `args`, extra environment in `env`; https when `ca_bundle` is given) and waits until
-    the Kinesis port answers."""
+    the node is ready."""
     kinesis_port, grpc_port = _free_ports(2)
     root.mkdir(parents=True, exist_ok=True)
     log_path = root / "server.log"

@@ -14,6 +14,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod checker;
+pub mod cluster;
+pub mod faultproxy;
 pub mod signing;
 
 /// A node running inside the test process.
@@ -73,6 +76,7 @@ impl Node {
             ..sluice_server::RawConfig::default()
         };
         let raw = options.config.clone().over(raw);
+        let node_tls = raw.tls_cert.is_some();
         let config = sluice_server::Config::from_raw(raw).expect("valid config");
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let admin = if options.admin {
@@ -100,7 +104,11 @@ impl Node {
             stop: Some(stop_tx),
             task: Some(task),
         };
-        wait_until_serving(kinesis_addr).await;
+        if node_tls {
+            wait_until_accepting(kinesis_addr).await;
+        } else {
+            wait_until_ready(kinesis_addr).await;
+        }
         node
     }
 
@@ -160,11 +168,27 @@ pub fn client_with_key(
     aws_sdk_kinesis::Client::from_conf(config)
 }
 
-async fn wait_until_serving(addr: SocketAddr) {
+async fn wait_until_accepting(addr: SocketAddr) {
     wait_for(
         "the kinesis port to accept connections",
         Duration::from_secs(30),
         || async move { tokio::net::TcpStream::connect(addr).await.is_ok() },
+    )
+    .await;
+}
+
+/// Waits until `GET /readyz` on the (plain HTTP) Kinesis port answers 200: the node is a
+/// member of a cluster with a metadata leader.
+pub async fn wait_until_ready(addr: SocketAddr) {
+    wait_for(
+        "the node to be ready",
+        Duration::from_secs(60),
+        || async move {
+            if tokio::net::TcpStream::connect(addr).await.is_err() {
+                return false;
+            }
+            http_get(addr, "/readyz").await.0 == 200
+        },
     )
     .await;
 }
@@ -353,7 +377,7 @@ impl ProcessNode {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn sluice");
-        wait_until_serving(kinesis_addr).await;
+        wait_until_ready(kinesis_addr).await;
         ProcessNode {
             child: Some(child),
             kinesis_addr,

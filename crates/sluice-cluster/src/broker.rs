@@ -11,8 +11,10 @@ use crate::throttle::{ShardLimits, ShardLimitsConfig, rate_exceeded_message};
 use bytes::Bytes;
 use parking_lot::RwLock;
 use sluice_meta::{
-    Command, EndingOffsets, Identity, Meta, MetaState, Stream, StreamMode, StreamStatus,
+    Command, EndingOffsets, Identity, Member, Meta, MetaNode, MetaState, Stream, StreamMode,
+    StreamStatus,
 };
+use sluice_replication::{Groups, PeerNode, Router};
 use sluice_storage::{KeyProvider, LocalKeyring, LogConfig};
 use sluice_types::limits::{ITERATOR_TTL_MS, MAX_GET_RECORDS_BYTES};
 use sluice_types::{SequenceNumber, ShardId, partition_key_hash};
@@ -52,6 +54,10 @@ pub struct BrokerConfig {
     /// Master keys for encrypted streams (see [`open_local_keyring`]). The default holds
     /// no key, so every StartStreamEncryption answers KMSNotFoundException.
     pub keys: Arc<dyn KeyProvider>,
+    /// This node in the cluster: its id, how peers reach it, whom to join.
+    pub node: MetaNode,
+    /// Outgoing peer connections are bound to this address (the node's listen IP).
+    pub peer_local_ip: Option<std::net::IpAddr>,
 }
 
 impl BrokerConfig {
@@ -66,6 +72,12 @@ impl BrokerConfig {
             shard_limits: ShardLimitsConfig::default(),
             autoscale_interval: Duration::from_secs(30),
             keys: Arc::new(LocalKeyring::empty()),
+            node: MetaNode {
+                id: 1,
+                node: PeerNode::default(),
+                join: Vec::new(),
+            },
+            peer_local_ip: None,
         }
     }
 }
@@ -135,8 +147,8 @@ struct Inner {
     cancel: CancellationToken,
     tasks: TaskTracker,
     subscriptions: subscribe::Registry,
-    /// Bumped after every committed control command, for waiters on metadata.
-    meta_changes: tokio::sync::watch::Sender<u64>,
+    /// The groups this node hosts, served to peers.
+    groups: Groups,
     /// Held while a shard log is being opened.
     opening: tokio::sync::Mutex<()>,
     scaler: parking_lot::Mutex<autoscale::ScalerState>,
@@ -155,11 +167,18 @@ impl Broker {
     /// Opens the metadata and every shard log (recovering torn tails), finishes control
     /// operations a crash interrupted, and starts the retention task.
     pub async fn open(config: BrokerConfig) -> Result<Broker, BrokerError> {
-        let meta_dir = config.data_dir.join("meta");
-        let identity = config.identity.clone();
-        let fsync = config.fsync;
-        let meta =
-            tokio::task::spawn_blocking(move || Meta::open(&meta_dir, identity, fsync)).await??;
+        let router = Router::new(config.peer_local_ip);
+        router.set_identity(config.node.id, &config.node.node.grpc);
+        let groups = Groups::new(router.clone());
+        let meta = Meta::open(
+            &config.data_dir.join("meta"),
+            config.identity.clone(),
+            config.fsync,
+            config.node.clone(),
+            router,
+            &groups,
+        )
+        .await?;
         let broker = Broker {
             inner: Arc::new(Inner {
                 config,
@@ -168,20 +187,30 @@ impl Broker {
                 cancel: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 subscriptions: subscribe::Registry::default(),
-                meta_changes: tokio::sync::watch::channel(0).0,
+                groups,
                 opening: tokio::sync::Mutex::new(()),
                 scaler: parking_lot::Mutex::new(autoscale::ScalerState::default()),
                 metrics: Metrics::default(),
                 policy_cache: access::PolicyCache::default(),
             }),
         };
+        // Shard logs open before the node serves; control operations a crash interrupted
+        // are finished once the metadata group has a leader.
         let streams: Vec<Stream> = broker
             .inner
             .meta
             .read(|s| s.streams.values().cloned().collect());
-        for stream in streams {
-            broker.settle(&stream).await?;
+        for stream in &streams {
+            broker.open_local_shards(stream).await?;
         }
+        let background = broker.clone();
+        broker.inner.tasks.spawn(async move {
+            let cancel = background.inner.cancel.clone();
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = background.start_in_cluster() => {}
+            }
+        });
         broker.spawn_retention();
         broker.spawn_autoscaler();
         Ok(broker)
@@ -192,6 +221,65 @@ impl Broker {
         self.inner.cancel.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+        self.inner.meta.shutdown().await;
+    }
+
+    /// Joins the cluster (when asked to), waits for a metadata leader, then finishes the
+    /// control operations of every stream.
+    async fn start_in_cluster(&self) {
+        self.inner.meta.join().await;
+        let mut applied = self.inner.meta.watch_applied();
+        while !self.inner.meta.ready() {
+            tokio::select! {
+                _ = applied.changed() => {}
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+        let streams: Vec<Stream> = self
+            .inner
+            .meta
+            .read(|s| s.streams.values().cloned().collect());
+        for stream in streams {
+            if let Err(error) = self.settle(&stream).await {
+                tracing::error!(stream = %stream.name, %error, "could not finish a control operation");
+            }
+        }
+    }
+
+    /// Opens the logs of a stream's shards (and closes those the metadata says are closed).
+    async fn open_local_shards(&self, stream: &Stream) -> Result<(), BrokerError> {
+        if stream.status == StreamStatus::Deleting {
+            return Ok(());
+        }
+        for shard in &stream.shards {
+            self.open_shard_log(stream, shard.id).await?;
+            if shard.closed.is_some() {
+                // A close survives restarts: the metadata says so.
+                let log = self.hosted_shard_log(stream, shard.id)?;
+                tokio::task::spawn_blocking(move || log.close_blocking()).await??;
+            }
+        }
+        Ok(())
+    }
+
+    /// The node-to-node gRPC service (Raft groups hosted here), for the node's gRPC server.
+    pub fn peer_service(&self) -> sluice_proto::peer::peer_server::PeerServer<Groups> {
+        self.inner.groups.service()
+    }
+
+    /// This node's id in the cluster.
+    pub fn node_id(&self) -> u64 {
+        self.inner.meta.node_id()
+    }
+
+    /// Whether this node is a cluster member and the metadata group has a leader.
+    pub fn ready(&self) -> bool {
+        self.inner.meta.ready()
+    }
+
+    /// The metadata group's members, and its leader.
+    pub fn cluster_members(&self) -> (Vec<Member>, Option<u64>) {
+        (self.inner.meta.members(), self.inner.meta.leader())
     }
 
     /// The broker's counters, to register with a metrics registry.
@@ -235,9 +323,7 @@ impl Broker {
     }
 
     async fn propose(&self, command: Command) -> Result<(), BrokerError> {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || inner.meta.propose(&command)).await??;
-        self.inner.meta_changes.send_modify(|version| *version += 1);
+        self.inner.meta.propose(&command).await?;
         Ok(())
     }
 
@@ -473,14 +559,7 @@ impl Broker {
                 Ok(())
             }
             StreamStatus::Creating | StreamStatus::Updating | StreamStatus::Active => {
-                for shard in &stream.shards {
-                    self.open_shard_log(stream, shard.id).await?;
-                    if shard.closed.is_some() {
-                        // A close survives restarts: the metadata says so.
-                        let log = self.hosted_shard_log(stream, shard.id)?;
-                        tokio::task::spawn_blocking(move || log.close_blocking()).await??;
-                    }
-                }
+                self.open_local_shards(stream).await?;
                 let pending_consumers = stream
                     .consumers
                     .iter()

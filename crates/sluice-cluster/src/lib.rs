@@ -23,6 +23,8 @@ pub use broker::{
 pub use error::BrokerError;
 pub use record::StoredRecord;
 pub use sluice_meta::{
-    Consumer, ConsumerStatus, Identity, ScalingPolicy, Shard, Stream, StreamMode, StreamStatus,
+    Consumer, ConsumerStatus, Identity, Member, MetaNode, ScalingPolicy, Shard, Stream, StreamMode,
+    StreamStatus,
 };
+pub use sluice_replication::PeerNode;
 pub use sluice_storage::{KeyProvider, LocalKeyring};

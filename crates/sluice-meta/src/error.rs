@@ -1,7 +1,7 @@
 //! Errors of the metadata group.
 
 /// Why a command was rejected. The message is the user-facing AWS text.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum CommandError {
     #[error("{0}")]
     NotFound(String),
@@ -26,4 +26,10 @@ pub enum MetaError {
     Codec(#[source] serde_json::Error),
     #[error("metadata store")]
     Store(#[source] sluice_storage::StorageError),
+    /// The metadata group could not be started or failed.
+    #[error("metadata group: {0}")]
+    Raft(String),
+    /// No leader could take the command, or its outcome is unknown.
+    #[error("metadata group unavailable: {0}")]
+    Unavailable(String),
 }

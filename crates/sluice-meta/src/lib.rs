@@ -18,4 +18,4 @@ pub use model::{
     StreamMode, StreamStatus,
 };
 pub use state::{Change, Identity, MetaState};
-pub use store::Meta;
+pub use store::{META_GROUP, Member, Meta, MetaMachine, MetaNode, MetaResponse, MetaTypes};

@@ -1,40 +1,109 @@
-//! The durable metadata group of a single node: commands are appended to the metadata log
-//! and fsynced before they are applied; the applied state is kept in the `MetaStore` (sled)
-//! together with the index of the last applied command. On open, the applied state is
-//! loaded and every later log entry is replayed, so losing sled's unsynced writes loses
-//! nothing.
+//! The metadata group: one openraft group over the cluster's nodes. Its Raft log and vote
+//! live in the project's segment-log engine (`sluice_replication::LogStore`); its state
+//! machine is [`MetaState`], applied entry by entry, with the applied state kept in the
+//! `MetaStore` (sled) together with the last applied log id and membership. sled may lose
+//! its unsynced writes: openraft applies again every committed entry after the applied id
+//! sled kept, so nothing a command changed is lost.
+//!
+//! Any node proposes: the leader appends the command, a follower forwards it to the leader
+//! (`sluice.peer.v1.Peer`, client write) and then waits until it applied the command
+//! itself, so a caller reads its own write on the node it called.
 
 use crate::command::Command;
-use crate::error::MetaError;
+use crate::error::{CommandError, MetaError};
 use crate::model::{AccessKey, Stream};
 use crate::state::{Change, Identity, MetaState};
+use futures_util::TryStreamExt;
+use openraft::async_runtime::WatchReceiver;
+use openraft::entry::RaftEntry;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::type_config::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::{EntryPayload, OptionalSend, Raft, ServerState, StoredMembership};
 use parking_lot::{Mutex, RwLock};
-use sluice_storage::{EntryRef, Log, LogConfig, MetaStore, SledStore};
+use sluice_replication::{
+    AddMember, GroupNetwork, Groups, LogStore, PeerCallError, PeerNode, RaftGroup, Router,
+    SnapshotBytes,
+};
+use sluice_storage::{LogConfig, MetaStore, SledStore};
+use std::collections::BTreeMap;
+use std::io::{self, Cursor};
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
 
 const STREAMS_TREE: &str = "streams";
 const KEYS_TREE: &str = "keys";
 const APPLIED_TREE: &str = "applied";
 const APPLIED_KEY: &[u8] = b"meta";
+const SNAPSHOT_KEY: &[u8] = b"snapshot";
+/// The metadata group's id on the peer transport.
+pub const META_GROUP: &str = "meta";
+/// At most this many voters; further nodes are learners.
+pub const MAX_VOTERS: usize = 5;
+/// A proposal waits at most this long for a leader.
+const LEADER_WAIT: Duration = Duration::from_secs(15);
 
-/// The metadata store. Reads are cheap (a read lock); proposals are serialized.
-pub struct Meta {
-    state: RwLock<MetaState>,
-    writer: Mutex<()>,
-    log: Log,
-    kv: SledStore,
+openraft::declare_raft_types!(
+    /// The metadata group's types: commands in, their outcome out, nodes with addresses.
+    pub MetaTypes:
+        D = Command,
+        R = MetaResponse,
+        Node = PeerNode,
+        AsyncRuntime = openraft_rt_tokio::TokioRuntime,
+);
+
+/// The outcome of one applied command: a rejection changes nothing.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct MetaResponse(pub Result<(), CommandError>);
+
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}")
+    }
 }
 
-impl Meta {
-    pub fn open(dir: &Path, identity: Identity, fsync: bool) -> Result<Meta, MetaError> {
-        let log = Log::open(
-            &dir.join("log"),
-            LogConfig {
-                fsync,
-                ..LogConfig::default()
-            },
-        )
-        .map_err(MetaError::Log)?;
+type LogId = LogIdOf<MetaTypes>;
+type Membership = StoredMembershipOf<MetaTypes>;
+type SnapshotMeta = SnapshotMetaOf<MetaTypes>;
+
+/// What sled keeps beside the applied state.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Applied {
+    log_id: Option<LogId>,
+    membership: Membership,
+}
+
+/// A snapshot's bytes: the whole state at its log id.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SnapshotData {
+    streams: Vec<Stream>,
+    keys: Vec<AccessKey>,
+}
+
+struct Machine {
+    state: RwLock<MetaState>,
+    kv: SledStore,
+    applied: Mutex<Applied>,
+    snapshot: Mutex<Option<(SnapshotMeta, Vec<u8>)>>,
+    /// The index of the last applied entry, for waiters.
+    applied_index: watch::Sender<u64>,
+}
+
+/// The state machine openraft drives; reads go to the same `Arc`.
+#[derive(Clone)]
+pub struct MetaMachine(Arc<Machine>);
+
+fn json_err(e: serde_json::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+fn store_err(e: sluice_storage::StorageError) -> io::Error {
+    io::Error::other(e)
+}
+
+impl MetaMachine {
+    fn open(dir: &Path, identity: Identity) -> Result<MetaMachine, MetaError> {
         let kv = SledStore::open(&dir.join("state")).map_err(MetaError::Store)?;
         let mut state = MetaState::new(identity);
         for (_, value) in kv
@@ -48,65 +117,44 @@ impl Meta {
             let key: AccessKey = serde_json::from_slice(&value).map_err(MetaError::Codec)?;
             state.keys.insert(key.access_key_id.clone(), key);
         }
-        let applied = kv
+        let applied: Applied = match kv
             .get(APPLIED_TREE, APPLIED_KEY)
             .map_err(MetaError::Store)?
-            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
-            .map(u64::from_be_bytes);
-        let meta = Meta {
-            state: RwLock::new(state),
-            writer: Mutex::new(()),
-            log,
-            kv,
+        {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(MetaError::Codec)?,
+            None => Applied::default(),
         };
-        meta.replay_after(applied)?;
-        Ok(meta)
+        let snapshot = match kv
+            .get(APPLIED_TREE, SNAPSHOT_KEY)
+            .map_err(MetaError::Store)?
+        {
+            Some(bytes) => Some(serde_json::from_slice(&bytes).map_err(MetaError::Codec)?),
+            None => None,
+        };
+        let index = applied.log_id.as_ref().map_or(0, |id| id.index);
+        Ok(MetaMachine(Arc::new(Machine {
+            state: RwLock::new(state),
+            kv,
+            applied: Mutex::new(applied),
+            snapshot: Mutex::new(snapshot),
+            applied_index: watch::channel(index).0,
+        })))
     }
 
-    /// Applies every logged command the applied state has not seen yet.
-    fn replay_after(&self, applied: Option<u64>) -> Result<(), MetaError> {
-        let mut next = applied.map_or(self.log.first_index(), |i| i + 1);
-        let end = self.log.next_index();
-        let mut replayed = 0usize;
-        while next < end {
-            let entries = self
-                .log
-                .read(next, end, 1024, 16 << 20)
-                .map_err(MetaError::Log)?;
-            if entries.is_empty() {
-                break;
-            }
-            for entry in entries {
-                let command: Command =
-                    serde_json::from_slice(&entry.payload).map_err(MetaError::Codec)?;
-                let change = self.state.read().plan(&command);
-                // A rejected command changes nothing, on replay as when it was proposed.
-                let change = change.unwrap_or(Change::Nothing);
-                self.persist(&change, entry.index)?;
-                self.state.write().commit(change);
-                next = entry.index + 1;
-                replayed += 1;
-            }
-        }
-        if replayed > 0 {
-            tracing::info!(replayed, "metadata state caught up from the log");
-        }
-        Ok(())
-    }
-
-    fn persist(&self, change: &Change, index: u64) -> Result<(), MetaError> {
+    /// Writes one applied entry's change with the new applied id, in one sled batch.
+    fn persist(&self, change: &Change, applied: &Applied) -> io::Result<()> {
         let mut batch = Vec::new();
         match change {
             Change::Put(stream) => batch.push((
                 STREAMS_TREE,
                 stream.name.as_bytes().to_vec(),
-                Some(serde_json::to_vec(stream).map_err(MetaError::Codec)?),
+                Some(serde_json::to_vec(stream).map_err(json_err)?),
             )),
             Change::Remove(name) => batch.push((STREAMS_TREE, name.as_bytes().to_vec(), None)),
             Change::PutKey(key) => batch.push((
                 KEYS_TREE,
                 key.access_key_id.as_bytes().to_vec(),
-                Some(serde_json::to_vec(key).map_err(MetaError::Codec)?),
+                Some(serde_json::to_vec(key).map_err(json_err)?),
             )),
             Change::RemoveKey(id) => batch.push((KEYS_TREE, id.as_bytes().to_vec(), None)),
             Change::Nothing => {}
@@ -114,33 +162,481 @@ impl Meta {
         batch.push((
             APPLIED_TREE,
             APPLIED_KEY.to_vec(),
-            Some(index.to_be_bytes().to_vec()),
+            Some(serde_json::to_vec(applied).map_err(json_err)?),
         ));
-        self.kv.apply_batch(batch).map_err(MetaError::Store)
+        self.0.kv.apply_batch(batch).map_err(store_err)
     }
 
-    /// Logs, fsyncs and applies one command. Blocking: call from a blocking thread.
-    pub fn propose(&self, command: &Command) -> Result<(), MetaError> {
-        let _writer = self.writer.lock();
-        let change = self.state.read().plan(command)?;
-        let payload = serde_json::to_vec(command).map_err(MetaError::Codec)?;
-        let (index, _) = self
-            .log
-            .append(&[EntryRef {
-                term: 0,
-                timestamp_ms: 0,
-                payload: &payload,
-            }])
-            .map_err(MetaError::Log)?;
-        self.log.sync(index).map_err(MetaError::Log)?;
-        self.persist(&change, index)?;
-        self.state.write().commit(change);
+    fn snapshot_data(&self) -> io::Result<Vec<u8>> {
+        let state = self.0.state.read();
+        serde_json::to_vec(&SnapshotData {
+            streams: state.streams.values().cloned().collect(),
+            keys: state.keys.values().cloned().collect(),
+        })
+        .map_err(json_err)
+    }
+}
+
+impl RaftSnapshotBuilder<MetaTypes> for MetaMachine {
+    type SnapshotData = SnapshotBytes;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<MetaTypes, SnapshotBytes>, io::Error> {
+        // Entries are applied under `applied`'s lock, so state and id agree.
+        let (meta, data) = {
+            let applied = self.0.applied.lock();
+            let data = self.snapshot_data()?;
+            let meta = SnapshotMeta {
+                last_log_id: applied.log_id,
+                last_membership: applied.membership.clone(),
+            };
+            (meta, data)
+        };
+        self.0
+            .kv
+            .apply_batch(vec![(
+                APPLIED_TREE,
+                SNAPSHOT_KEY.to_vec(),
+                Some(serde_json::to_vec(&(&meta, &data)).map_err(json_err)?),
+            )])
+            .map_err(store_err)?;
+        *self.0.snapshot.lock() = Some((meta.clone(), data.clone()));
+        Ok(SnapshotOf::<MetaTypes, SnapshotBytes> {
+            meta,
+            snapshot: Cursor::new(data),
+        })
+    }
+}
+
+impl RaftStateMachine<MetaTypes> for MetaMachine {
+    type SnapshotData = SnapshotBytes;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), io::Error> {
+        let applied = self.0.applied.lock();
+        Ok((applied.log_id, applied.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: futures_util::Stream<Item = Result<EntryResponder<MetaTypes>, io::Error>>
+            + Unpin
+            + OptionalSend,
+    {
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let log_id = entry.log_id();
+            let response = {
+                let mut applied = self.0.applied.lock();
+                let (change, response) = match &entry.payload {
+                    EntryPayload::Normal(command) => {
+                        match self.0.state.read().plan(command) {
+                            Ok(change) => (change, Ok(())),
+                            // A rejected command changes nothing, wherever it is applied.
+                            Err(rejected) => (Change::Nothing, Err(rejected)),
+                        }
+                    }
+                    EntryPayload::Membership(membership) => {
+                        applied.membership =
+                            StoredMembership::new(Some(log_id), membership.clone());
+                        (Change::Nothing, Ok(()))
+                    }
+                    EntryPayload::Blank => (Change::Nothing, Ok(())),
+                };
+                applied.log_id = Some(log_id);
+                self.persist(&change, &applied)?;
+                self.0.state.write().commit(change);
+                response
+            };
+            self.0.applied_index.send_replace(log_id.index);
+            if let Some(responder) = responder {
+                responder.send(MetaResponse(response));
+            }
+        }
         Ok(())
     }
 
-    /// Runs `f` against the current state.
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Self::SnapshotData,
+    ) -> Result<(), io::Error> {
+        let bytes = snapshot.into_inner();
+        let data: SnapshotData = serde_json::from_slice(&bytes).map_err(json_err)?;
+        let mut applied = self.0.applied.lock();
+        let mut batch = Vec::new();
+        for tree in [STREAMS_TREE, KEYS_TREE] {
+            for (key, _) in self.0.kv.scan_prefix(tree, b"").map_err(store_err)? {
+                batch.push((tree, key, None));
+            }
+        }
+        for stream in &data.streams {
+            batch.push((
+                STREAMS_TREE,
+                stream.name.as_bytes().to_vec(),
+                Some(serde_json::to_vec(stream).map_err(json_err)?),
+            ));
+        }
+        for key in &data.keys {
+            batch.push((
+                KEYS_TREE,
+                key.access_key_id.as_bytes().to_vec(),
+                Some(serde_json::to_vec(key).map_err(json_err)?),
+            ));
+        }
+        applied.log_id = meta.last_log_id;
+        applied.membership = meta.last_membership.clone();
+        batch.push((
+            APPLIED_TREE,
+            APPLIED_KEY.to_vec(),
+            Some(serde_json::to_vec(&*applied).map_err(json_err)?),
+        ));
+        batch.push((
+            APPLIED_TREE,
+            SNAPSHOT_KEY.to_vec(),
+            Some(serde_json::to_vec(&(meta, &bytes)).map_err(json_err)?),
+        ));
+        self.0.kv.apply_batch(batch).map_err(store_err)?;
+        {
+            let mut state = self.0.state.write();
+            state.streams = data
+                .streams
+                .into_iter()
+                .map(|s| (s.name.clone(), s))
+                .collect::<BTreeMap<_, _>>();
+            state.keys = data
+                .keys
+                .into_iter()
+                .map(|k| (k.access_key_id.clone(), k))
+                .collect();
+        }
+        *self.0.snapshot.lock() = Some((meta.clone(), bytes));
+        drop(applied);
+        self.0
+            .applied_index
+            .send_replace(meta.last_log_id.as_ref().map_or(0, |id| id.index));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<SnapshotOf<MetaTypes, SnapshotBytes>>, io::Error> {
+        Ok(self
+            .0
+            .snapshot
+            .lock()
+            .as_ref()
+            .map(|(meta, data)| SnapshotOf::<MetaTypes, SnapshotBytes> {
+                meta: meta.clone(),
+                snapshot: Cursor::new(data.clone()),
+            }))
+    }
+}
+
+/// How this node takes part in the metadata group.
+#[derive(Debug, Clone)]
+pub struct MetaNode {
+    /// This node's id, stable across restarts.
+    pub id: u64,
+    /// How peers reach this node.
+    pub node: PeerNode,
+    /// gRPC addresses of running members to join through; empty: bootstrap a new cluster
+    /// when this node has no metadata yet.
+    pub join: Vec<String>,
+}
+
+/// One node as the metadata group's membership knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    pub node: PeerNode,
+    pub voter: bool,
+}
+
+/// The metadata group of this node: proposals, reads, membership.
+pub struct Meta {
+    raft: Raft<MetaTypes, MetaMachine>,
+    machine: MetaMachine,
+    router: Router,
+    node: MetaNode,
+}
+
+/// openraft settings of the metadata group.
+fn raft_config() -> Result<Arc<openraft::Config>, MetaError> {
+    let config = openraft::Config {
+        cluster_name: "sluice-meta".to_owned(),
+        heartbeat_interval: 250,
+        election_timeout_min: 1000,
+        election_timeout_max: 2000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10_000),
+        max_in_snapshot_log_to_keep: 1_000,
+        ..Default::default()
+    };
+    config
+        .validate()
+        .map(Arc::new)
+        .map_err(|e| MetaError::Raft(e.to_string()))
+}
+
+impl Meta {
+    /// Opens the metadata group in `dir` and registers it with `groups`. A node with no
+    /// metadata and no `join` addresses bootstraps a one-node cluster; one with `join`
+    /// addresses asks to join in the background (see [`Meta::join`]).
+    pub async fn open(
+        dir: &Path,
+        identity: Identity,
+        fsync: bool,
+        node: MetaNode,
+        router: Router,
+        groups: &Groups,
+    ) -> Result<Meta, MetaError> {
+        let machine = {
+            let dir = dir.to_owned();
+            tokio::task::spawn_blocking(move || MetaMachine::open(&dir, identity))
+                .await
+                .map_err(|e| MetaError::Raft(e.to_string()))??
+        };
+        let store = LogStore::<MetaTypes>::open(
+            dir.join("raft"),
+            LogConfig {
+                fsync,
+                ..LogConfig::default()
+            },
+        )
+        .await
+        .map_err(|e| MetaError::Raft(e.to_string()))?;
+        let network = GroupNetwork::new(router.clone(), META_GROUP);
+        let raft = Raft::new(node.id, raft_config()?, network, store, machine.clone())
+            .await
+            .map_err(|e| MetaError::Raft(e.to_string()))?;
+        groups.insert(
+            META_GROUP,
+            Arc::new(RaftGroup::new(
+                META_GROUP,
+                raft.clone(),
+                router.clone(),
+                MAX_VOTERS,
+            )),
+        );
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| MetaError::Raft(e.to_string()))?;
+        if !initialized && node.join.is_empty() {
+            tracing::info!(node_id = node.id, "bootstrapping a new cluster");
+            raft.initialize(BTreeMap::from([(node.id, node.node.clone())]))
+                .await
+                .map_err(|e| MetaError::Raft(e.to_string()))?;
+        }
+        Ok(Meta {
+            raft,
+            machine,
+            router,
+            node,
+        })
+    }
+
+    /// Asks the members at the `join` addresses to add this node, until one accepts. Runs
+    /// until it succeeds; a node that already is a member passes at once. Without `join`
+    /// addresses, a member whose recorded address changed asks the other members to
+    /// record the new one.
+    pub async fn join(&self) {
+        let seeds = if self.node.join.is_empty() {
+            // A member that came back at another address asks the others to update it.
+            let members = self.members();
+            let recorded = members.iter().find(|m| m.id == self.node.id);
+            match recorded {
+                Some(me) if me.node != self.node.node => members
+                    .iter()
+                    .filter(|m| m.id != self.node.id)
+                    .map(|m| m.node.grpc.clone())
+                    .collect(),
+                _ => return,
+            }
+        } else {
+            self.node.join.clone()
+        };
+        let request = AddMember {
+            node_id: self.node.id,
+            node: self.node.node.clone(),
+        };
+        let mut delay = Duration::from_millis(200);
+        loop {
+            for seed in &seeds {
+                match self
+                    .router
+                    .add_member_at::<MetaTypes>(seed, META_GROUP, &request)
+                    .await
+                {
+                    Ok(Ok(())) => {
+                        tracing::info!(node_id = self.node.id, seed, "joined the cluster");
+                        return;
+                    }
+                    Ok(Err(reason)) => tracing::info!(seed, reason, "join refused; retrying"),
+                    Err(error) => tracing::info!(seed, %error, "join failed; retrying"),
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.node.id
+    }
+
+    /// The current leader, if this node knows one.
+    pub fn leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// Whether this node is a member of a group that has a leader.
+    pub fn ready(&self) -> bool {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        metrics.current_leader.is_some()
+            && metrics
+                .membership_config
+                .membership()
+                .nodes()
+                .any(|(id, _)| *id == self.node.id)
+    }
+
+    /// Every member with its address and role.
+    pub fn members(&self) -> Vec<Member> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, node)| Member {
+                id: *id,
+                node: node.clone(),
+                voter: voters.contains(id),
+            })
+            .collect()
+    }
+
+    /// This node's role in the metadata group (`Leader`, `Follower`, `Learner`, …).
+    pub fn server_state(&self) -> ServerState {
+        self.raft.metrics().borrow_watched().state
+    }
+
+    /// Watches the index of the last applied entry (bumped after every applied command).
+    pub fn watch_applied(&self) -> watch::Receiver<u64> {
+        self.machine.0.applied_index.subscribe()
+    }
+
+    /// Commits `command` through the leader and returns once this node applied it.
+    pub async fn propose(&self, command: &Command) -> Result<(), MetaError> {
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        loop {
+            let leader = self.wait_for_leader(deadline).await?;
+            let outcome = if leader == self.node.id {
+                let write = self.raft.client_write(command.clone());
+                match tokio::time::timeout_at(deadline, write).await {
+                    Ok(Ok(response)) => Ok((response.log_id.index, response.data)),
+                    Ok(Err(error)) => Err(error),
+                    // Appended but not committed in time (no quorum): the outcome is unknown.
+                    Err(_) => {
+                        return Err(MetaError::Unavailable(
+                            "the command was not committed in time".to_owned(),
+                        ));
+                    }
+                }
+            } else {
+                if let Some(node) = self.member_node(leader) {
+                    self.router.learn(leader, &node.grpc);
+                }
+                match self
+                    .router
+                    .client_write::<MetaTypes>(leader, META_GROUP, command)
+                    .await
+                {
+                    Ok(Ok(response)) => Ok((response.log_id.index, response.data)),
+                    Ok(Err(error)) => Err(error),
+                    // The command may or may not have been committed.
+                    Err(error @ PeerCallError::Unreachable(..)) => {
+                        return Err(MetaError::Unavailable(error.to_string()));
+                    }
+                    Err(error @ (PeerCallError::Refused(..) | PeerCallError::NotSent(..))) => {
+                        if tokio::time::Instant::now() >= deadline {
+                            return Err(MetaError::Unavailable(error.to_string()));
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                }
+            };
+            match outcome {
+                Ok((index, MetaResponse(result))) => {
+                    self.wait_applied(index, deadline).await?;
+                    return result.map_err(MetaError::Rejected);
+                }
+                Err(error) if error.forward_to_leader().is_some() => {
+                    // Leadership moved before the command was appended: try the new leader.
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(MetaError::Unavailable(error.to_string()));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(error) => return Err(MetaError::Unavailable(error.to_string())),
+            }
+        }
+    }
+
+    fn member_node(&self, id: u64) -> Option<PeerNode> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .find(|(nid, _)| **nid == id)
+            .map(|(_, node)| node.clone())
+    }
+
+    async fn wait_for_leader(&self, deadline: tokio::time::Instant) -> Result<u64, MetaError> {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Some(leader) = metrics.borrow_watched().current_leader {
+                return Ok(leader);
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    return Err(MetaError::Unavailable(
+                        "the metadata group has no leader".to_owned(),
+                    ));
+                }
+            }
+        }
+    }
+
+    async fn wait_applied(
+        &self,
+        index: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), MetaError> {
+        let mut applied = self.watch_applied();
+        match tokio::time::timeout_at(deadline, applied.wait_for(|i| *i >= index)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(MetaError::Unavailable(
+                "the command was committed but not yet applied on this node".to_owned(),
+            )),
+        }
+    }
+
+    /// Runs `f` against the state this node applied.
     pub fn read<R>(&self, f: impl FnOnce(&MetaState) -> R) -> R {
-        f(&self.state.read())
+        f(&self.machine.0.state.read())
+    }
+
+    /// Stops the group's Raft tasks.
+    pub async fn shutdown(&self) {
+        if let Err(error) = self.raft.shutdown().await {
+            tracing::warn!(%error, "metadata group did not shut down cleanly");
+        }
     }
 }
 
@@ -148,7 +644,6 @@ impl Meta {
 mod tests {
     use super::*;
     use crate::model::StreamMode;
-    use std::collections::BTreeMap;
 
     fn create(name: &str, now_ms: u64) -> Command {
         Command::CreateStream {
@@ -160,22 +655,44 @@ mod tests {
         }
     }
 
-    #[test]
-    fn state_survives_reopen() {
+    async fn open(dir: &Path) -> Meta {
+        let router = Router::new(None);
+        let groups = Groups::new(router.clone());
+        let node = MetaNode {
+            id: 1,
+            node: PeerNode::default(),
+            join: Vec::new(),
+        };
+        let meta = Meta::open(dir, Identity::default(), true, node, router, &groups)
+            .await
+            .expect("open meta");
+        // A one-voter group elects itself.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        meta.wait_for_leader(deadline).await.expect("a leader");
+        meta
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn state_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let meta = Meta::open(dir.path(), Identity::default(), true).unwrap();
-            meta.propose(&create("a", 1)).unwrap();
-            meta.propose(&create("b", 2)).unwrap();
+            let meta = open(dir.path()).await;
+            meta.propose(&create("a", 1)).await.unwrap();
+            meta.propose(&create("b", 2)).await.unwrap();
             meta.propose(&Command::ActivateStream {
                 name: "a".into(),
                 created_ms: 1,
             })
+            .await
             .unwrap();
-            // A rejected command is answered and leaves no trace.
-            assert!(meta.propose(&create("a", 3)).is_err());
+            // A rejected command is answered with its reason and changes nothing.
+            assert!(matches!(
+                meta.propose(&create("a", 3)).await,
+                Err(MetaError::Rejected(CommandError::InUse(_)))
+            ));
+            meta.shutdown().await;
         }
-        let meta = Meta::open(dir.path(), Identity::default(), true).unwrap();
+        let meta = open(dir.path()).await;
         let (names, status) = meta.read(|s| {
             (
                 s.streams.keys().cloned().collect::<Vec<_>>(),
@@ -184,26 +701,41 @@ mod tests {
         });
         assert_eq!(names, ["a", "b"]);
         assert_eq!(status, crate::StreamStatus::Active);
+        assert_eq!(meta.members().len(), 1);
+        meta.shutdown().await;
     }
 
-    #[test]
-    fn applied_state_is_rebuilt_from_the_log_when_sled_lost_it() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn applied_state_is_rebuilt_from_the_raft_log_when_sled_lost_it() {
         let dir = tempfile::tempdir().unwrap();
         let expected = {
-            let meta = Meta::open(dir.path(), Identity::default(), true).unwrap();
+            let meta = open(dir.path()).await;
             for i in 0..5 {
-                meta.propose(&create(&format!("s{i}"), i)).unwrap();
+                meta.propose(&create(&format!("s{i}"), i)).await.unwrap();
             }
             meta.propose(&Command::AddTags {
                 name: "s3".into(),
                 tags: [("k".to_owned(), "v".to_owned())].into(),
             })
+            .await
             .unwrap();
-            meta.read(|s| s.streams.clone())
+            let expected = meta.read(|s| s.streams.clone());
+            meta.shutdown().await;
+            expected
         };
         // sled's writes are not durable syncs: model losing all of them.
         std::fs::remove_dir_all(dir.path().join("state")).unwrap();
-        let meta = Meta::open(dir.path(), Identity::default(), true).unwrap();
-        assert_eq!(meta.read(|s| s.streams.clone()), expected);
+        let meta = open(dir.path()).await;
+        let mut applied = meta.watch_applied();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        // Committed entries are applied again after the restart.
+        tokio::time::timeout_at(
+            deadline,
+            applied.wait_for(|_| meta.read(|s| s.streams == expected)),
+        )
+        .await
+        .expect("state rebuilt in time")
+        .expect("watch open");
+        meta.shutdown().await;
     }
 }

@@ -10,8 +10,15 @@
 
 mod error;
 mod log_store;
+mod membership;
 #[cfg(test)]
 mod testing;
+mod transport;
 
 pub use error::LogStoreError;
 pub use log_store::{EntryTerm, LogReader, LogStore};
+pub use membership::{AddMember, MembershipError, add_member};
+pub use transport::{
+    Group, GroupNetwork, Groups, PeerCallError, PeerNode, RaftGroup, Router, SnapshotBytes, decode,
+    encode,
+};

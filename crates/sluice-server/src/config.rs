@@ -63,6 +63,20 @@ pub struct RawConfig {
     pub keyring: Option<PathBuf>,
     /// Plain-HTTP listener for `/metrics`, `/healthz` and `/readyz` (off unless set).
     pub admin_addr: Option<String>,
+    /// This node's id in the cluster (stable; default: the id stored in the data directory,
+    /// or 1 for the first start of a node that bootstraps, a random id for one that joins).
+    pub node_id: Option<u64>,
+    /// The gRPC address peers and native clients dial (default: `grpc_addr`).
+    pub advertise_grpc_addr: Option<String>,
+    /// The Kinesis address other nodes name for this node (default: `kinesis_addr`).
+    pub advertise_kinesis_addr: Option<String>,
+    /// gRPC addresses of running members to join (comma-separated in the environment).
+    /// Empty: a node without metadata bootstraps a new cluster.
+    pub join: Option<Vec<String>>,
+    /// Replicas per shard (capped by the node count).
+    pub replication_factor: Option<u32>,
+    /// Seconds a node may be unreachable before its replicas are re-created elsewhere.
+    pub dead_node_grace_secs: Option<u64>,
 }
 
 impl RawConfig {
@@ -91,6 +105,12 @@ impl RawConfig {
             tls_client_ca: self.tls_client_ca.or(lower.tls_client_ca),
             keyring: self.keyring.or(lower.keyring),
             admin_addr: self.admin_addr.or(lower.admin_addr),
+            node_id: self.node_id.or(lower.node_id),
+            advertise_grpc_addr: self.advertise_grpc_addr.or(lower.advertise_grpc_addr),
+            advertise_kinesis_addr: self.advertise_kinesis_addr.or(lower.advertise_kinesis_addr),
+            join: self.join.or(lower.join),
+            replication_factor: self.replication_factor.or(lower.replication_factor),
+            dead_node_grace_secs: self.dead_node_grace_secs.or(lower.dead_node_grace_secs),
         }
     }
 
@@ -178,8 +198,30 @@ impl RawConfig {
             tls_client_ca: get("SLUICE_TLS_CLIENT_CA").map(PathBuf::from),
             keyring: get("SLUICE_KEYRING").map(PathBuf::from),
             admin_addr: get("SLUICE_ADMIN_ADDR"),
+            node_id: parse_num("SLUICE_NODE_ID", get("SLUICE_NODE_ID"))?,
+            advertise_grpc_addr: get("SLUICE_ADVERTISE_GRPC_ADDR"),
+            advertise_kinesis_addr: get("SLUICE_ADVERTISE_KINESIS_ADDR"),
+            join: get("SLUICE_JOIN").map(|v| split_list(&v)),
+            replication_factor: parse_num(
+                "SLUICE_REPLICATION_FACTOR",
+                get("SLUICE_REPLICATION_FACTOR"),
+            )?,
+            dead_node_grace_secs: parse_num(
+                "SLUICE_DEAD_NODE_GRACE_SECS",
+                get("SLUICE_DEAD_NODE_GRACE_SECS"),
+            )?,
         })
     }
+}
+
+/// A comma-separated list, empty items dropped.
+pub fn split_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,6 +285,24 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     pub keyring_path: PathBuf,
     pub admin_addr: Option<SocketAddr>,
+    /// Cluster membership of this node.
+    pub cluster: ClusterConfig,
+}
+
+/// How this node takes part in a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// The configured id; `None`: the one stored in the data directory, else chosen at
+    /// first start.
+    pub node_id: Option<u64>,
+    /// The gRPC address peers dial (`host:port`; a host name is allowed).
+    pub advertise_grpc_addr: String,
+    /// The Kinesis address other nodes name for this node.
+    pub advertise_kinesis_addr: String,
+    /// Members to join through; empty: bootstrap when there is no metadata yet.
+    pub join: Vec<String>,
+    pub replication_factor: u32,
+    pub dead_node_grace: Duration,
 }
 
 impl Config {
@@ -269,6 +329,12 @@ impl Config {
             tls_client_ca,
             keyring,
             admin_addr,
+            node_id,
+            advertise_grpc_addr,
+            advertise_kinesis_addr,
+            join,
+            replication_factor,
+            dead_node_grace_secs,
         } = raw.over(RawConfig::defaults());
         let addr = |key: &'static str, value: Option<String>| -> Result<SocketAddr, ConfigError> {
             let value = value.unwrap_or_default();
@@ -375,10 +441,29 @@ impl Config {
         };
         let data_dir = data_dir.unwrap_or_else(|| PathBuf::from("./data"));
         let keyring_path = keyring.unwrap_or_else(|| data_dir.join("keyring.json"));
+        let kinesis_addr = addr("kinesis_addr", kinesis_addr)?;
+        let grpc_addr = addr("grpc_addr", grpc_addr)?;
+        let replication_factor = replication_factor.unwrap_or(3);
+        if !(1..=7).contains(&replication_factor) {
+            return Err(ConfigError::Invalid {
+                key: "replication_factor",
+                value: replication_factor.to_string(),
+                reason: "expected 1 to 7".into(),
+            });
+        }
+        let cluster = ClusterConfig {
+            node_id,
+            advertise_grpc_addr: advertise_grpc_addr.unwrap_or_else(|| grpc_addr.to_string()),
+            advertise_kinesis_addr: advertise_kinesis_addr
+                .unwrap_or_else(|| kinesis_addr.to_string()),
+            join: join.unwrap_or_default(),
+            replication_factor,
+            dead_node_grace: Duration::from_secs(dead_node_grace_secs.unwrap_or(300).max(1)),
+        };
         Ok(Config {
             data_dir,
-            kinesis_addr: addr("kinesis_addr", kinesis_addr)?,
-            grpc_addr: addr("grpc_addr", grpc_addr)?,
+            kinesis_addr,
+            grpc_addr,
             region: region.unwrap_or_else(|| "us-east-1".into()),
             account_id,
             fsync: fsync.unwrap_or(true),
@@ -398,6 +483,7 @@ impl Config {
                 Some(value) => Some(addr("admin_addr", Some(value))?),
                 None => None,
             },
+            cluster,
         })
     }
 }

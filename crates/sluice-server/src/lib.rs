@@ -7,16 +7,20 @@
 //! rustls when the configuration names certificate files.
 
 mod config;
+mod node_id;
 mod tls;
 
-pub use config::{AdminKey, AuthMode, Config, ConfigError, LogFormat, RawConfig, TlsFiles};
+pub use config::{
+    AdminKey, AuthMode, ClusterConfig, Config, ConfigError, LogFormat, RawConfig, TlsFiles,
+    split_list,
+};
 pub use tls::TlsError;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use sluice_cluster::throttle::ShardLimitsConfig;
-use sluice_cluster::{Broker, BrokerConfig, BrokerError, Identity};
+use sluice_cluster::{Broker, BrokerConfig, BrokerError, Identity, MetaNode, PeerNode};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +42,8 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
     #[error("load the tls files")]
     Tls(#[from] TlsError),
+    #[error("node id: {0}")]
+    NodeId(String),
 }
 
 /// The listeners a node serves on, bound by the caller.
@@ -88,10 +94,19 @@ pub async fn serve(
             ShardLimitsConfig::disabled()
         },
         keys: sluice_cluster::open_local_keyring(&config.keyring_path).await?,
+        node: MetaNode {
+            id: node_id::resolve(&config.data_dir, &config.cluster).await?,
+            node: PeerNode {
+                grpc: config.cluster.advertise_grpc_addr.clone(),
+                kinesis: config.cluster.advertise_kinesis_addr.clone(),
+            },
+            join: config.cluster.join.clone(),
+        },
+        peer_local_ip: Some(config.grpc_addr.ip()),
         ..BrokerConfig::new(&config.data_dir)
     })
     .await?;
-    let authentication = bootstrap_authentication(&config, &broker).await?;
+    let authentication = authentication_mode(&config);
     let kinesis_addr = listeners.kinesis.local_addr()?;
     let grpc_addr = listeners.grpc.local_addr()?;
     tracing::info!(
@@ -180,6 +195,7 @@ pub async fn serve(
     let fan_out_service = sluice_grpc::fan_out_service(broker.clone(), access.clone());
     let data_service = sluice_grpc::data_service(broker.clone(), access.clone());
     let auth_service = sluice_grpc::auth_service(broker.clone(), access);
+    let peer_service = broker.peer_service();
     let mut grpc_stop = stop_rx.clone();
     tasks.spawn(async move {
         let router = tonic::transport::Server::builder()
@@ -187,7 +203,8 @@ pub async fn serve(
             .add_service(streams_service)
             .add_service(fan_out_service)
             .add_service(data_service)
-            .add_service(auth_service);
+            .add_service(auth_service)
+            .add_service(peer_service);
         let accept_stop = grpc_stop.clone();
         let stopped = async move {
             let _ = grpc_stop.wait_for(|stop| *stop).await;
@@ -215,7 +232,22 @@ pub async fn serve(
         served.map_err(ServerError::Grpc)
     });
 
-    ready.store(true, Ordering::Release);
+    // Ready once the node is a cluster member with a metadata leader and the configured
+    // admin key exists.
+    {
+        let broker = broker.clone();
+        let ready = std::sync::Arc::clone(&ready);
+        let admin_key = config.admin_key.clone();
+        let auth = config.auth;
+        let mut stop = stop_rx.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                () = become_ready(broker, admin_key, auth, ready) => {}
+                _ = stop.wait_for(|stop| *stop) => {}
+            }
+            Ok(())
+        });
+    }
     shutdown.await;
     ready.store(false, Ordering::Release);
     tracing::info!("shutting down");
@@ -230,27 +262,49 @@ pub async fn serve(
     result
 }
 
-/// The authentication mode, after installing the configured bootstrap admin key.
-async fn bootstrap_authentication(
-    config: &Config,
-    broker: &Broker,
-) -> Result<sluice_gateway::Authentication, ServerError> {
-    if let Some(admin) = &config.admin_key {
-        broker
-            .ensure_admin_key(&admin.access_key_id, &admin.secret_access_key)
-            .await?;
-    }
-    Ok(match config.auth {
+fn authentication_mode(config: &Config) -> sluice_gateway::Authentication {
+    match config.auth {
         AuthMode::Open => sluice_gateway::Authentication::Open,
-        AuthMode::SigV4 => {
-            if broker.list_access_keys().is_empty() {
-                tracing::warn!(
-                    "authentication is on but no access key exists: set SLUICE_ADMIN_ACCESS_KEY_ID and SLUICE_ADMIN_SECRET_ACCESS_KEY to create the first one"
-                );
-            }
-            sluice_gateway::Authentication::SigV4
+        AuthMode::SigV4 => sluice_gateway::Authentication::SigV4,
+    }
+}
+
+/// Waits until the node is a member of a cluster with a metadata leader, installs the
+/// configured bootstrap admin key (retrying while the cluster cannot take it), then marks
+/// the node ready.
+async fn become_ready(
+    broker: Broker,
+    admin_key: Option<config::AdminKey>,
+    auth: AuthMode,
+    ready: std::sync::Arc<AtomicBool>,
+) {
+    let mut delay = std::time::Duration::from_millis(20);
+    while !broker.ready() {
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_millis(250));
+    }
+    if let Some(admin) = &admin_key {
+        while let Err(error) = broker
+            .ensure_admin_key(&admin.access_key_id, &admin.secret_access_key)
+            .await
+        {
+            tracing::warn!(%error, "could not install the admin access key yet; retrying");
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
-    })
+    }
+    if auth == AuthMode::SigV4 && broker.list_access_keys().is_empty() {
+        tracing::warn!(
+            "authentication is on but no access key exists: set SLUICE_ADMIN_ACCESS_KEY_ID and SLUICE_ADMIN_SECRET_ACCESS_KEY to create the first one"
+        );
+    }
+    let (members, leader) = broker.cluster_members();
+    tracing::info!(
+        node_id = broker.node_id(),
+        members = members.len(),
+        leader,
+        "node ready"
+    );
+    ready.store(true, Ordering::Release);
 }
 
 /// `/metrics`, `/healthz` (the process answers) and `/readyz` (the node serves and is not

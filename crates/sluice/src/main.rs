@@ -33,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Drive load at a Kinesis endpoint and print throughput and latency percentiles.
     Bench(bench::BenchArgs),
     /// Administer streams.
@@ -100,12 +100,31 @@ struct ServerArgs {
     /// Master keyring file for encryption at rest (default <data-dir>/keyring.json).
     #[arg(long)]
     keyring: Option<PathBuf>,
+    /// This node's id in the cluster (stable across restarts; stored in the data directory).
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// gRPC address peers and native clients dial (default: --grpc-addr).
+    #[arg(long)]
+    advertise_grpc_addr: Option<String>,
+    /// Kinesis address other nodes name for this node (default: --kinesis-addr).
+    #[arg(long)]
+    advertise_kinesis_addr: Option<String>,
+    /// gRPC addresses of running members to join (comma-separated). Without it, a node
+    /// with no metadata bootstraps a new cluster.
+    #[arg(long, value_delimiter = ',')]
+    join: Option<Vec<String>>,
+    /// Replicas per shard, capped by the node count (default 3).
+    #[arg(long)]
+    replication_factor: Option<u32>,
+    /// Seconds a node may be unreachable before its replicas are re-created elsewhere (default 300).
+    #[arg(long)]
+    dead_node_grace_secs: Option<u64>,
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Server(args) => run_server(args),
+        Command::Server(args) => run_server(*args),
         Command::Bench(args) => bench::run(args),
         Command::Stream(command) => stream::run(command),
         Command::Put(args) => put::run(args),
@@ -141,6 +160,12 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         tls_key: args.tls_key,
         tls_client_ca: args.tls_client_ca,
         keyring: args.keyring,
+        node_id: args.node_id,
+        advertise_grpc_addr: args.advertise_grpc_addr,
+        advertise_kinesis_addr: args.advertise_kinesis_addr,
+        join: args.join,
+        replication_factor: args.replication_factor,
+        dead_node_grace_secs: args.dead_node_grace_secs,
         ..RawConfig::default()
     };
     let config_file = args

@@ -163,7 +163,7 @@ impl Broker {
         // Pacing: the time at which the bytes sent so far are paid for at 2 MiB/s; up to
         // one second of credit is allowed (a burst of 2 MiB).
         let mut paid_until = tokio::time::Instant::now();
-        let mut metadata = self.inner.meta_changes.subscribe();
+        let mut metadata = self.inner.meta.watch_applied();
         // The first event goes out at once, even when there is nothing to deliver yet.
         let mut heartbeat_due = true;
         let metrics = self.inner.metrics.for_stream(name);
