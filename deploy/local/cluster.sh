@@ -52,6 +52,7 @@ port_in_use() {
 is_ready() {
     local port
     port=$(admin_port "$1")
+    # shellcheck disable=SC2016 # the script is expanded by the inner bash, with $1 = port
     timeout 2 bash -c '
         exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
         printf "GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n" >&3
@@ -66,7 +67,7 @@ log_tail() {
 }
 
 start_node() {
-    local node=$1 dir pid
+    local node=$1 dir pid port
     dir=$(node_dir "$node")
     mkdir -p "$dir"
     for port in "$(kinesis_port "$node")" "$(grpc_port "$node")" "$(admin_port "$node")"; do

@@ -167,3 +167,73 @@ async fn a_restarted_member_keeps_its_id_and_catches_up() {
         .expect("create stream with both voters back");
     wait_listed_everywhere(&[&first, &second], "after-return", true).await;
 }
+
+async fn read_shard(node: &Node, stream: &str, shard: &str) -> Vec<(String, Vec<u8>)> {
+    crate::read_all(&node.client(), stream, shard)
+        .await
+        .into_iter()
+        .map(|r| (r.sequence_number().to_owned(), r.data().as_ref().to_vec()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_are_replicated_to_every_node_and_survive_losing_one() {
+    let first = Node::start().await;
+    let second = Node::start_with(joining(&first)).await;
+    let third = Node::start_with(joining(&first)).await;
+    let nodes = [&first, &second, &third];
+    crate::create_active(&second.client(), "replicated", 2).await;
+    // Writes through every node (followers forward to each shard's leader).
+    let mut acked = Vec::new();
+    for i in 0..30 {
+        let node = nodes[i % 3];
+        let data = format!("record-{i}");
+        let (shard, sequence) = crate::put(
+            &node.client(),
+            "replicated",
+            &format!("key-{i}"),
+            data.as_bytes(),
+        )
+        .await;
+        acked.push((shard, sequence, data));
+    }
+    // Every node serves every acknowledged record, in the same order with the same
+    // sequence numbers.
+    let shards: std::collections::BTreeSet<String> =
+        acked.iter().map(|(s, _, _)| s.clone()).collect();
+    for shard in &shards {
+        let mut expected: Vec<(String, Vec<u8>)> = acked
+            .iter()
+            .filter(|(s, _, _)| s == shard)
+            .map(|(_, seq, data)| (seq.clone(), data.as_bytes().to_vec()))
+            .collect();
+        expected.sort_by_key(|(seq, _)| crate::seq_key(seq));
+        for node in nodes {
+            wait_for(
+                &format!("{shard} complete on {}", node.kinesis_addr),
+                Duration::from_secs(20),
+                || {
+                    let expected = &expected;
+                    async move { read_shard(node, "replicated", shard).await == *expected }
+                },
+            )
+            .await;
+        }
+    }
+    // One node goes away: the two others still take and serve writes.
+    first.stop().await;
+    let (shard, sequence) = crate::put(&third.client(), "replicated", "after", b"after-loss").await;
+    for node in [&second, &third] {
+        wait_for(
+            "the write after the loss",
+            Duration::from_secs(20),
+            || async {
+                read_shard(node, "replicated", &shard)
+                    .await
+                    .iter()
+                    .any(|(seq, data)| *seq == sequence && data == b"after-loss")
+            },
+        )
+        .await;
+    }
+}

@@ -2,12 +2,11 @@
 //!
 //! Node `i` (node id `i + 1`) listens for Kinesis, gRPC and admin requests on its own loopback
 //! address `127.0.0.{i+1}` (all of 127/8 is loopback on Linux), on free ports, with a data
-//! directory and a log file of its own in one temporary directory. A
-//! [`NodeProxy`](crate::faultproxy::NodeProxy) stands in front of each node's gRPC listener
-//! and the node advertises the proxy's address, so every peer connection to a node passes
-//! through its proxy; nodes bind their outgoing peer connections to their own address, so the
-//! proxies tell the peers apart and can cut any link ([`Cluster::partition`],
-//! [`Cluster::isolate`], [`Cluster::heal`]). Processes can be killed with SIGKILL, stopped
+//! directory and a log file of its own in one temporary directory. A [`NodeProxy`]
+//! stands in front of each node's gRPC listener and the node advertises the proxy's address,
+//! so every peer connection to a node passes through its proxy; nodes bind their outgoing
+//! peer connections to their own address, so the proxies tell the peers apart and can cut
+//! any link ([`Cluster::partition`], [`Cluster::isolate`], [`Cluster::heal`]). Processes can be killed with SIGKILL, stopped
 //! with SIGTERM, paused with SIGSTOP and restarted on the same directory, ports and flags.
 //!
 //! Node 0 bootstraps the cluster; every other node starts with `--join` and node 0's proxy

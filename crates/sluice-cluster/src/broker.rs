@@ -6,7 +6,8 @@ use crate::error::BrokerError;
 use crate::iterator::ShardIterator;
 use crate::metrics::{Metrics, ShardLevel, gauge_value};
 use crate::record::StoredRecord;
-use crate::shard::{AppendError, ShardLog};
+use crate::replica::{Replica, WriteError, group_id};
+use crate::shard::ShardLog;
 use crate::throttle::{ShardLimits, ShardLimitsConfig, rate_exceeded_message};
 use bytes::Bytes;
 use parking_lot::RwLock;
@@ -149,6 +150,9 @@ struct Inner {
     subscriptions: subscribe::Registry,
     /// The groups this node hosts, served to peers.
     groups: Groups,
+    router: Router,
+    /// The Raft group of each hosted shard (beside its log in `shards`).
+    replicas: RwLock<HashMap<ShardKey, Arc<Replica>>>,
     /// Held while a shard log is being opened.
     opening: tokio::sync::Mutex<()>,
     scaler: parking_lot::Mutex<autoscale::ScalerState>,
@@ -175,7 +179,7 @@ impl Broker {
             config.identity.clone(),
             config.fsync,
             config.node.clone(),
-            router,
+            router.clone(),
             &groups,
         )
         .await?;
@@ -188,6 +192,8 @@ impl Broker {
                 tasks: TaskTracker::new(),
                 subscriptions: subscribe::Registry::default(),
                 groups,
+                router,
+                replicas: RwLock::new(HashMap::new()),
                 opening: tokio::sync::Mutex::new(()),
                 scaler: parking_lot::Mutex::new(autoscale::ScalerState::default()),
                 metrics: Metrics::default(),
@@ -221,6 +227,10 @@ impl Broker {
         self.inner.cancel.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+        let replicas: Vec<Arc<Replica>> = self.inner.replicas.read().values().cloned().collect();
+        for replica in replicas {
+            replica.shutdown(&self.inner.groups).await;
+        }
         self.inner.meta.shutdown().await;
     }
 
@@ -244,6 +254,80 @@ impl Broker {
                 tracing::error!(stream = %stream.name, %error, "could not finish a control operation");
             }
         }
+        // From now on, follow the metadata: open the replicas placed here, drop those of
+        // streams that are gone.
+        loop {
+            if let Err(error) = self.reconcile().await {
+                tracing::warn!(%error, "could not follow the metadata yet");
+            }
+            tokio::select! {
+                _ = applied.changed() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// Opens the replicas the metadata places on this node and removes those of streams
+    /// that were deleted.
+    async fn reconcile(&self) -> Result<(), BrokerError> {
+        let streams: Vec<Stream> = self
+            .inner
+            .meta
+            .read(|s| s.streams.values().cloned().collect());
+        for stream in &streams {
+            self.open_local_shards(stream).await?;
+        }
+        let live: std::collections::HashSet<(String, u64)> = streams
+            .iter()
+            .filter(|s| s.status != StreamStatus::Deleting)
+            .map(|s| (s.name.clone(), s.created_ms))
+            .collect();
+        let gone: Vec<(String, u64)> = {
+            let replicas = self.inner.replicas.read();
+            let mut gone: Vec<(String, u64)> = replicas
+                .keys()
+                .filter(|(name, created, _)| !live.contains(&(name.clone(), *created)))
+                .map(|(name, created, _)| (name.clone(), *created))
+                .collect();
+            gone.dedup();
+            gone
+        };
+        for (name, created_ms) in gone {
+            self.drop_local_stream(&name, created_ms).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops the replicas of a deleted stream and removes its directory.
+    async fn drop_local_stream(&self, name: &str, created_ms: u64) -> Result<(), BrokerError> {
+        let removed: Vec<Arc<Replica>> = {
+            let mut replicas = self.inner.replicas.write();
+            let keys: Vec<ShardKey> = replicas
+                .keys()
+                .filter(|(n, c, _)| n == name && *c == created_ms)
+                .cloned()
+                .collect();
+            keys.iter().filter_map(|k| replicas.remove(k)).collect()
+        };
+        for replica in removed {
+            replica.shutdown(&self.inner.groups).await;
+        }
+        self.inner
+            .shards
+            .write()
+            .retain(|(n, c, _), _| !(n == name && *c == created_ms));
+        let dir = self
+            .inner
+            .config
+            .data_dir
+            .join("streams")
+            .join(format!("{name}.{created_ms}"));
+        if tokio::fs::try_exists(&dir).await.unwrap_or(false) {
+            tokio::fs::remove_dir_all(&dir)
+                .await
+                .map_err(|e| BrokerError::Storage(sluice_storage::StorageError::from(e)))?;
+        }
+        Ok(())
     }
 
     /// Opens the logs of a stream's shards (and closes those the metadata says are closed).
@@ -252,6 +336,9 @@ impl Broker {
             return Ok(());
         }
         for shard in &stream.shards {
+            if !self.hosts(shard) {
+                continue;
+            }
             self.open_shard_log(stream, shard.id).await?;
             if shard.closed.is_some() {
                 // A close survives restarts: the metadata says so.
@@ -519,16 +606,16 @@ impl Broker {
         let mut ending = EndingOffsets::new();
         let mut closed = Vec::new();
         for shard in closing {
-            let log = self.open_shard_log(stream, *shard).await?;
-            let log_for_close = Arc::clone(&log);
-            let last =
-                tokio::task::spawn_blocking(move || log_for_close.close_blocking()).await??;
+            let replica = self.replica(stream, *shard).await?;
+            let last = replica.close().await.map_err(write_error)?;
             ending.insert(*shard, last);
-            closed.push(log);
+            closed.push(replica);
         }
         if let Err(error) = self.propose(command(ending)).await {
-            for log in closed {
-                log.reopen();
+            for replica in closed {
+                if let Err(reopen) = replica.reopen().await {
+                    tracing::warn!(error = ?reopen, "could not reopen a shard");
+                }
             }
             return Err(error);
         }
@@ -541,15 +628,8 @@ impl Broker {
     async fn settle(&self, stream: &Stream) -> Result<(), BrokerError> {
         match stream.status {
             StreamStatus::Deleting => {
-                let dir = self.stream_dir(stream);
-                self.inner.shards.write().retain(|(name, created, _), _| {
-                    !(name == &stream.name && *created == stream.created_ms)
-                });
-                if tokio::fs::try_exists(&dir).await.unwrap_or(false) {
-                    tokio::fs::remove_dir_all(&dir)
-                        .await
-                        .map_err(|e| BrokerError::Storage(sluice_storage::StorageError::from(e)))?;
-                }
+                self.drop_local_stream(&stream.name, stream.created_ms)
+                    .await?;
                 self.propose(Command::ForgetStream {
                     name: stream.name.clone(),
                     created_ms: stream.created_ms,
@@ -637,9 +717,10 @@ impl Broker {
         let limits = ShardLimits::new(&self.inner.config.shard_limits, self.now_ms());
         let keys = Arc::clone(&self.inner.config.keys);
         let fsync_duration = self.inner.metrics.fsync_duration.clone();
+        let log_dir = dir.clone();
         let opened = tokio::task::spawn_blocking(move || {
             ShardLog::open(
-                &dir,
+                &log_dir,
                 config,
                 keys,
                 &tasks,
@@ -651,8 +732,67 @@ impl Broker {
             )
         })
         .await??;
+        let replicas = self.replica_nodes(stream, shard);
+        let replica = Replica::open(
+            &dir.with_extension("group"),
+            group_id(&stream.name, stream.created_ms, shard),
+            Arc::clone(&opened),
+            self.node_id(),
+            &replicas,
+            self.inner.config.fsync,
+            Arc::clone(&self.inner.config.keys),
+            self.inner.router.clone(),
+            &self.inner.groups,
+        )
+        .await?;
+        self.inner
+            .replicas
+            .write()
+            .insert(key.clone(), Arc::new(replica));
         self.inner.shards.write().insert(key, Arc::clone(&opened));
         Ok(opened)
+    }
+
+    /// Whether this node holds a replica of `shard` (a shard placed nowhere, as before
+    /// placement existed, is held by every node that has it).
+    fn hosts(&self, shard: &sluice_meta::Shard) -> bool {
+        shard.replicas.is_empty() || shard.replicas.contains(&self.node_id())
+    }
+
+    /// The shard's replica nodes with their addresses (this node alone for a shard
+    /// placed nowhere).
+    fn replica_nodes(&self, stream: &Stream, shard: u32) -> BTreeMap<u64, PeerNode> {
+        let placed: Vec<u64> = stream
+            .shards
+            .iter()
+            .find(|s| s.id == shard)
+            .map(|s| s.replicas.clone())
+            .unwrap_or_default();
+        let members = self.inner.meta.members();
+        let ids = if placed.is_empty() {
+            vec![self.node_id()]
+        } else {
+            placed
+        };
+        ids.into_iter()
+            .filter_map(|id| {
+                members
+                    .iter()
+                    .find(|m| m.id == id)
+                    .map(|m| (id, m.node.clone()))
+            })
+            .collect()
+    }
+
+    /// The Raft group of a shard hosted here (opened on first use).
+    async fn replica(&self, stream: &Stream, shard: u32) -> Result<Arc<Replica>, BrokerError> {
+        self.open_shard_log(stream, shard).await?;
+        self.inner
+            .replicas
+            .read()
+            .get(&(stream.name.clone(), stream.created_ms, shard))
+            .cloned()
+            .ok_or_else(|| self.stream_not_found(&stream.name))
     }
 
     /// A shard log this node has already opened.
@@ -842,6 +982,7 @@ impl Broker {
             let mut appends = tokio::task::JoinSet::new();
             for (shard, batch) in batches {
                 let log = self.open_shard_log(&stream, shard).await?;
+                let replica = self.replica(&stream, shard).await?;
                 let sizes: Vec<u64> = batch
                     .iter()
                     .map(|(_, r)| (r.partition_key.len() + r.data.len()) as u64)
@@ -888,7 +1029,7 @@ impl Broker {
                         .iter()
                         .map(|(_, r)| (r.partition_key.clone(), r.data.clone()))
                         .collect();
-                    let outcome = log.append(data, now, key).await;
+                    let outcome = replica.append(data, now, key).await;
                     (shard, batch, outcome)
                 });
             }
@@ -920,9 +1061,9 @@ impl Broker {
                             }));
                         }
                     }
-                    Err(AppendError::Closed) => pending.extend(batch),
-                    Err(AppendError::Failed(error)) => {
-                        tracing::error!(stream = %name, shard, error = %error, "append failed");
+                    Err(WriteError::Closed) => pending.extend(batch),
+                    Err(error) => {
+                        tracing::error!(stream = %name, shard, %error, "append failed");
                         for (position, _) in batch {
                             results[position] = Some(Err(PutRecordFailure {
                                 code: "InternalFailure",
@@ -1211,3 +1352,8 @@ pub use subscribe::{Subscription, SubscriptionEvent};
 
 #[cfg(test)]
 mod tests;
+
+/// A replicated write that failed, as a broker error (the caller answers InternalFailure).
+fn write_error(error: WriteError) -> BrokerError {
+    BrokerError::Replication(error.to_string())
+}

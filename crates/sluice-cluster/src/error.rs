@@ -39,6 +39,9 @@ pub enum BrokerError {
     SharedStorage(#[source] std::sync::Arc<StorageError>),
     #[error("metadata")]
     Meta(#[source] MetaError),
+    /// A shard group failed to start or to take a write.
+    #[error("replication: {0}")]
+    Replication(String),
     #[error("background task failed")]
     Task(#[from] tokio::task::JoinError),
 }

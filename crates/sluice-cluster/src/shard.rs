@@ -49,6 +49,9 @@ struct PendingAppend {
     now_ms: u64,
     /// The master key to encrypt under: the stream's key when the append was routed.
     key: Option<EncryptionKey>,
+    /// The Raft index of the entry these records came from, kept beside each record
+    /// (`EntryRef::term`) so a replayed entry is recognised.
+    raft_index: u64,
     reply: oneshot::Sender<Result<Appended, AppendError>>,
 }
 
@@ -115,26 +118,40 @@ impl ShardLog {
         }))
     }
 
-    /// Appends records, encrypted under `key` if given, and returns once they are durable.
-    /// Concurrent appends to one shard are written together: one write (one per run of
-    /// appends with the same key) and one fsync for everything queued meanwhile.
-    pub async fn append(
+    /// Queues an append of records (of Raft entry `raft_index`), encrypted under `key` if
+    /// given, and returns where its outcome arrives once they are durable. Appends queued
+    /// back to back are written together: one write (one per run of appends with the same
+    /// key) and one fsync.
+    pub async fn submit(
         &self,
         records: Vec<(String, Bytes)>,
         now_ms: u64,
         key: Option<EncryptionKey>,
-    ) -> Result<Appended, AppendError> {
+        raft_index: u64,
+    ) -> Result<oneshot::Receiver<Result<Appended, AppendError>>, AppendError> {
         let (reply, answer) = oneshot::channel();
         let pending = PendingAppend {
             records,
             now_ms,
             key,
+            raft_index,
             reply,
         };
         if self.queue.send(pending).await.is_err() {
             return Err(AppendError::Closed);
         }
-        answer.await.unwrap_or(Err(AppendError::Closed))
+        Ok(answer)
+    }
+
+    /// The Raft index kept beside the newest record (0 when there is none).
+    pub fn last_raft_index(&self) -> Result<u64, BrokerError> {
+        let log = &self.shared.log;
+        let next = log.next_index();
+        if next <= log.first_index() {
+            return Ok(0);
+        }
+        let entries = log.read(next - 1, next, 1, usize::MAX)?;
+        Ok(entries.first().map_or(0, |entry| entry.term))
     }
     /// Closes the shard for writes and returns the offset of its last record, durable.
     pub fn close_blocking(&self) -> Result<Option<u64>, BrokerError> {
@@ -347,7 +364,6 @@ impl Shared {
     /// point. A batch the log refuses (a master key that will not wrap a new data key)
     /// fails only its own appends.
     fn append_blocking(&self, drained: &[PendingAppend]) -> Result<AppendOutcomes, WriteFailure> {
-        let now_ms = drained.iter().map(|p| p.now_ms).max().unwrap_or(0);
         let mut outcomes: AppendOutcomes = Vec::with_capacity(drained.len());
         let mut last_written = None;
         let mut written_records = 0u64;
@@ -358,22 +374,28 @@ impl Shared {
                 return Err(WriteFailure::Closed);
             }
             // Arrival timestamps never go backwards within a shard, even if the clock does.
-            let timestamp_ms = now_ms.max(writer.last_timestamp_ms);
+            // Each append keeps its own (every replica applies the same appends in the same
+            // order, however they are drained, and so gives the same timestamps).
+            let mut timestamp_ms = writer.last_timestamp_ms;
             for run in drained.chunk_by(|a, b| a.key == b.key) {
-                let payloads: Vec<Vec<u8>> = run
+                let payloads: Vec<(u64, u64, Vec<u8>)> = run
                     .iter()
-                    .flat_map(|p| &p.records)
-                    .map(|(key, data)| {
+                    .flat_map(|p| {
+                        timestamp_ms = timestamp_ms.max(p.now_ms);
+                        let stamp = timestamp_ms;
+                        p.records.iter().map(move |r| (p.raft_index, stamp, r))
+                    })
+                    .map(|(raft_index, stamp, (key, data))| {
                         let mut payload = Vec::with_capacity(2 + key.len() + data.len());
                         record::encode(key, data, &mut payload);
-                        payload
+                        (raft_index, stamp, payload)
                     })
                     .collect();
                 let entries: Vec<EntryRef<'_>> = payloads
                     .iter()
-                    .map(|payload| EntryRef {
-                        term: 0,
-                        timestamp_ms,
+                    .map(|(raft_index, stamp, payload)| EntryRef {
+                        term: *raft_index,
+                        timestamp_ms: *stamp,
                         payload,
                     })
                     .collect();

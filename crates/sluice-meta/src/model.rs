@@ -70,6 +70,10 @@ pub struct Shard {
     /// Set when the shard is closed: the log offset of its last record, or `None` inside
     /// `Some` when it was closed without any record.
     pub closed: Option<Option<u64>>,
+    /// The nodes holding a replica (the first is the preferred leader), assigned when the
+    /// shard is created.
+    #[serde(default)]
+    pub replicas: Vec<u64>,
 }
 
 /// Serialized shard id (its index).

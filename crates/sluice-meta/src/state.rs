@@ -12,7 +12,7 @@ use sluice_types::limits::{
     MIN_RETENTION_HOURS,
 };
 use sluice_types::{HashKeyRange, ShardId};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Who the state machine speaks as in AWS-style messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +20,9 @@ pub struct Identity {
     pub account: String,
     pub region: String,
     pub shard_limit: u32,
+    /// Replicas per shard, capped by the node count. Every node of a cluster must be
+    /// configured with the same value (placement is computed where commands are applied).
+    pub replication_factor: u32,
 }
 
 impl Default for Identity {
@@ -28,6 +31,7 @@ impl Default for Identity {
             account: "000000000000".to_owned(),
             region: "us-east-1".to_owned(),
             shard_limit: sluice_types::limits::DEFAULT_SHARD_LIMIT,
+            replication_factor: 3,
         }
     }
 }
@@ -48,6 +52,8 @@ pub struct MetaState {
     pub streams: BTreeMap<String, Stream>,
     /// Access keys by access key id.
     pub keys: BTreeMap<String, AccessKey>,
+    /// The cluster's nodes (the metadata group's members), for placement.
+    pub nodes: BTreeSet<u64>,
 }
 
 impl MetaState {
@@ -56,6 +62,7 @@ impl MetaState {
             identity,
             streams: BTreeMap::new(),
             keys: BTreeMap::new(),
+            nodes: BTreeSet::new(),
         }
     }
 
@@ -127,6 +134,60 @@ impl MetaState {
 
     /// Computes the change a command makes, or why it is rejected. Never mutates.
     pub fn plan(&self, command: &Command) -> Result<Change, CommandError> {
+        let mut change = self.plan_change(command)?;
+        if let Change::Put(stream) = &mut change {
+            self.place(stream);
+        }
+        Ok(change)
+    }
+
+    /// Assigns replicas to the stream's open shards that have none: the least-loaded
+    /// nodes (replicas held across all streams, ties by id), rotating which of them is
+    /// the preferred leader. Deterministic: every node computes the same placement.
+    fn place(&self, stream: &mut Stream) {
+        if self.nodes.is_empty() {
+            return;
+        }
+        let factor = (self.identity.replication_factor.max(1) as usize).min(self.nodes.len());
+        let mut load: BTreeMap<u64, (usize, usize)> =
+            self.nodes.iter().map(|id| (*id, (0, 0))).collect();
+        let others = self
+            .streams
+            .values()
+            .filter(|s| s.name != stream.name)
+            .flat_map(|s| s.open_shards());
+        for shard in others.chain(stream.open_shards()) {
+            for (i, node) in shard.replicas.iter().enumerate() {
+                if let Some((replicas, leaders)) = load.get_mut(node) {
+                    *replicas += 1;
+                    if i == 0 {
+                        *leaders += 1;
+                    }
+                }
+            }
+        }
+        for shard in stream.shards.iter_mut() {
+            if shard.closed.is_some() || !shard.replicas.is_empty() {
+                continue;
+            }
+            let mut by_load: Vec<u64> = load.keys().copied().collect();
+            by_load.sort_by_key(|id| (load[id].0, *id));
+            let mut chosen: Vec<u64> = by_load.into_iter().take(factor).collect();
+            // The preferred leader: the chosen node leading the fewest shards.
+            chosen.sort_by_key(|id| (load[id].1, *id));
+            for (i, node) in chosen.iter().enumerate() {
+                if let Some((replicas, leaders)) = load.get_mut(node) {
+                    *replicas += 1;
+                    if i == 0 {
+                        *leaders += 1;
+                    }
+                }
+            }
+            shard.replicas = chosen;
+        }
+    }
+
+    fn plan_change(&self, command: &Command) -> Result<Change, CommandError> {
         let account = &self.identity.account;
         match command {
             Command::CreateStream {
@@ -153,6 +214,7 @@ impl MetaState {
                         adjacent_parent: None,
                         created_ms: *now_ms,
                         closed: None,
+                        replicas: Vec::new(),
                     })
                     .collect();
                 Ok(Change::Put(Stream {
@@ -594,6 +656,7 @@ fn child(
         adjacent_parent,
         created_ms: now_ms,
         closed: None,
+        replicas: Vec::new(),
     }
 }
 

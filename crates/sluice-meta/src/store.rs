@@ -132,6 +132,7 @@ impl MetaMachine {
             None => None,
         };
         let index = applied.log_id.as_ref().map_or(0, |id| id.index);
+        state.nodes = applied.membership.nodes().map(|(id, _)| *id).collect();
         Ok(MetaMachine(Arc::new(Machine {
             state: RwLock::new(state),
             kv,
@@ -237,6 +238,8 @@ impl RaftStateMachine<MetaTypes> for MetaMachine {
                     EntryPayload::Membership(membership) => {
                         applied.membership =
                             StoredMembership::new(Some(log_id), membership.clone());
+                        self.0.state.write().nodes =
+                            membership.nodes().map(|(id, _)| *id).collect();
                         (Change::Nothing, Ok(()))
                     }
                     EntryPayload::Blank => (Change::Nothing, Ok(())),
@@ -311,6 +314,7 @@ impl RaftStateMachine<MetaTypes> for MetaMachine {
                 .into_iter()
                 .map(|k| (k.access_key_id.clone(), k))
                 .collect();
+            state.nodes = meta.last_membership.nodes().map(|(id, _)| *id).collect();
         }
         *self.0.snapshot.lock() = Some((meta.clone(), bytes));
         drop(applied);

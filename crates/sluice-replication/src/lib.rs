@@ -16,7 +16,7 @@ mod testing;
 mod transport;
 
 pub use error::LogStoreError;
-pub use log_store::{EntryTerm, LogReader, LogStore};
+pub use log_store::{EntryTerm, LogReader, LogStore, Sealer};
 pub use membership::{AddMember, MembershipError, add_member};
 pub use transport::{
     Group, GroupNetwork, Groups, PeerCallError, PeerNode, RaftGroup, Router, SnapshotBytes, decode,

@@ -63,7 +63,9 @@ use openraft::vote::{RaftTerm, leader_id_adv, leader_id_std};
 use openraft::{NodeId, OptionalSend, RaftTypeConfig};
 use parking_lot::{Mutex, RwLock, RwLockUpgradableReadGuard, RwLockWriteGuard};
 use serde::{Deserialize, Serialize};
-use sluice_storage::{EntryRef, Log, LogConfig, RecoveryReport, StorageError};
+use sluice_storage::{
+    EncryptionKey, EntryRef, KeyProvider, Log, LogConfig, RecoveryReport, StorageError,
+};
 use state_file::{StateFile, fsync_dir};
 use std::collections::VecDeque;
 use std::fmt::Debug;
@@ -206,9 +208,15 @@ struct Pending<C: RaftTypeConfig> {
     callback: IOFlushed<C>,
 }
 
+/// Chooses the master key an entry is sealed under on disk (`None`: stored in clear).
+pub type Sealer<C> =
+    Arc<dyn Fn(&<C as RaftTypeConfig>::Entry) -> Option<EncryptionKey> + Send + Sync>;
+
 struct Shared<C: RaftTypeConfig> {
     dir: PathBuf,
     log: Log,
+    /// Encryption at rest of the entries, when the group's data asks for it.
+    sealer: Option<Sealer<C>>,
     /// The state as on disk. Readers hold it shared for the length of a read;
     /// truncation and a move of the anchor hold it exclusively.
     hard: RwLock<HardState<C>>,
@@ -249,10 +257,27 @@ where
         cfg: LogConfig,
     ) -> Result<LogStore<C>, LogStoreError> {
         let dir = dir.into();
-        blocking(move || Self::open_blocking(dir, cfg)).await
+        blocking(move || Self::open_blocking(dir, cfg, None)).await
     }
 
-    fn open_blocking(dir: PathBuf, cfg: LogConfig) -> Result<LogStore<C>, LogStoreError> {
+    /// Opens the store like [`open`](Self::open); each appended entry is sealed under the
+    /// master key `sealer` names for it (`keys` wraps and unwraps the data keys), so data
+    /// encrypted at rest elsewhere is not kept in clear in the Raft log.
+    pub async fn open_sealed(
+        dir: impl Into<PathBuf>,
+        cfg: LogConfig,
+        keys: Arc<dyn KeyProvider>,
+        sealer: Sealer<C>,
+    ) -> Result<LogStore<C>, LogStoreError> {
+        let dir = dir.into();
+        blocking(move || Self::open_blocking(dir, cfg, Some((keys, sealer)))).await
+    }
+
+    fn open_blocking(
+        dir: PathBuf,
+        cfg: LogConfig,
+        sealing: Option<(Arc<dyn KeyProvider>, Sealer<C>)>,
+    ) -> Result<LogStore<C>, LogStoreError> {
         let created = !dir.exists();
         std::fs::create_dir_all(&dir)
             .map_err(|e| LogStoreError::io("create store directory", &dir, e))?;
@@ -263,7 +288,13 @@ where
             fsync_dir(parent)?;
         }
         let fsync = cfg.fsync;
-        let log = Log::open(&dir.join(LOG_DIR), cfg)?;
+        let (log, sealer) = match sealing {
+            Some((keys, sealer)) => (
+                Log::open_with_keys(&dir.join(LOG_DIR), cfg, keys)?,
+                Some(sealer),
+            ),
+            None => (Log::open(&dir.join(LOG_DIR), cfg)?, None),
+        };
         let file = StateFile::new(&dir, fsync);
         let hard: HardState<C> = file.load()?.unwrap_or_default();
         if log.next_index() < hard.anchor.log {
@@ -278,6 +309,7 @@ where
         let shared = Shared {
             dir,
             log,
+            sealer,
             hard: RwLock::new(hard),
             writer: Mutex::new(Writer {
                 file,
@@ -482,7 +514,28 @@ where
                 }
             })
             .collect();
-        let (first_log, last_log) = self.log.append(&refs)?;
+        let (first_log, last_log) = match &self.sealer {
+            None => self.log.append(&refs)?,
+            Some(sealer) => {
+                // One frame per run of entries sealed under the same key.
+                let keys: Vec<Option<EncryptionKey>> = entries.iter().map(|e| sealer(e)).collect();
+                let mut first_log = None;
+                let mut last_log = 0;
+                let mut start = 0;
+                while start < refs.len() {
+                    let end = (start..refs.len())
+                        .find(|i| keys[*i] != keys[start])
+                        .unwrap_or(refs.len());
+                    let (first, last) = self
+                        .log
+                        .append_with(&refs[start..end], keys[start].as_ref())?;
+                    first_log.get_or_insert(first);
+                    last_log = last;
+                    start = end;
+                }
+                (first_log.unwrap_or(last_log), last_log)
+            }
+        };
         debug_assert_eq!(first_log, hard.log_index(first));
         drop(hard);
         writer.last_ts = now;

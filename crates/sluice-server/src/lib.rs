@@ -84,6 +84,7 @@ pub async fn serve(
             account: config.account_id.clone(),
             region: config.region.clone(),
             shard_limit: config.shard_limit,
+            replication_factor: config.cluster.replication_factor,
         },
         fsync: config.fsync,
         segment_bytes: config.segment_bytes,

@@ -118,7 +118,9 @@ impl Fixture {
     }
 
     async fn wait_for(&self, name: &str, status: StreamStatus) {
-        for _ in 0..2000 {
+        // Opening many shards (each a Raft group) takes a while in a debug build.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
             if self.broker.stream(name).is_ok_and(|s| s.status == status) {
                 return;
             }

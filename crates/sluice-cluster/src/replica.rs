@@ -1,0 +1,531 @@
+//! One shard replica on this node: an openraft group whose state machine is the shard's
+//! record log ([`ShardLog`]).
+//!
+//! The Raft log (`sluice_replication::LogStore`, a segment log of its own beside the
+//! shard's) holds the commands in the order the group committed them; every replica
+//! applies the same committed commands in the same order to its `ShardLog`, so record
+//! offsets, and with them sequence numbers, are the same on every replica. A write is
+//! acknowledged once the leader applied it, which it does only after a majority made the
+//! entry durable; readers on any replica see only applied (so committed) records.
+//!
+//! Each record in the `ShardLog` keeps the Raft index of its entry; a replica that
+//! restarts applies committed entries again from the applied id its state file last
+//! recorded and skips those whose records are already in the log.
+
+use crate::error::BrokerError;
+use crate::shard::{AppendError, Appended, ShardLog};
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use openraft::async_runtime::WatchReceiver;
+use openraft::entry::RaftEntry;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::type_config::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::{EntryPayload, OptionalSend, Raft, StoredMembership};
+use parking_lot::Mutex;
+use sluice_replication::{
+    GroupNetwork, Groups, LogStore, PeerCallError, PeerNode, RaftGroup, Router, Sealer,
+    SnapshotBytes,
+};
+use sluice_storage::{EncryptionKey, KeyProvider, LogConfig};
+use std::collections::BTreeMap;
+use std::io::{self, Cursor};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+openraft::declare_raft_types!(
+    /// A shard group's types: record batches in, their first offset out.
+    pub ShardTypes:
+        D = ShardCommand,
+        R = ShardResponse,
+        Node = PeerNode,
+        AsyncRuntime = openraft_rt_tokio::TokioRuntime,
+);
+
+/// A command of a shard group.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum ShardCommand {
+    /// Append records; `now_ms` is the leader's clock when it took them (arrival times
+    /// never go backwards), `key_id` the master key to encrypt them under.
+    Append {
+        records: Vec<(String, Bytes)>,
+        now_ms: u64,
+        key_id: Option<String>,
+    },
+    /// Close the shard for writes (a split or merge): answers the last record's offset.
+    Close,
+    /// Open a shard again whose close was not committed to the metadata.
+    Reopen,
+}
+
+impl std::fmt::Display for ShardCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShardCommand::Append { records, .. } => write!(f, "append {} records", records.len()),
+            ShardCommand::Close => f.write_str("close"),
+            ShardCommand::Reopen => f.write_str("reopen"),
+        }
+    }
+}
+
+/// The outcome of one applied command.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum ShardResponse {
+    Appended {
+        first_offset: u64,
+    },
+    /// The shard is closed: route the records again.
+    Closed,
+    ClosedAt {
+        last: Option<u64>,
+    },
+    Reopened,
+    /// The records could not be written (e.g. the master key would not wrap a data key).
+    Failed(String),
+}
+
+type LogId = LogIdOf<ShardTypes>;
+type Membership = StoredMembershipOf<ShardTypes>;
+
+/// What the state file beside the shard log records.
+#[derive(serde::Serialize, serde::Deserialize, Default, Clone)]
+struct AppliedState {
+    applied: Option<LogId>,
+    membership: Membership,
+}
+
+struct MachineInner {
+    log: Arc<ShardLog>,
+    state_path: PathBuf,
+    applied: Mutex<AppliedState>,
+    /// The Raft index of the newest record in the log: entries up to it were applied.
+    last_record_index: Mutex<u64>,
+}
+
+/// The state machine of a shard group: the shard's record log.
+#[derive(Clone)]
+pub struct ShardMachine(Arc<MachineInner>);
+
+impl ShardMachine {
+    fn open(log: Arc<ShardLog>, state_path: PathBuf) -> Result<ShardMachine, BrokerError> {
+        let applied = match std::fs::read(&state_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| BrokerError::Replication(format!("shard state file: {e}")))?,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => AppliedState::default(),
+            Err(error) => return Err(BrokerError::Storage(error.into())),
+        };
+        let last_record_index = log.last_raft_index()?;
+        Ok(ShardMachine(Arc::new(MachineInner {
+            log,
+            state_path,
+            applied: Mutex::new(applied),
+            last_record_index: Mutex::new(last_record_index),
+        })))
+    }
+
+    /// Writes the state file durably (temp file, fsync, rename).
+    fn save(&self, state: &AppliedState) -> io::Result<()> {
+        use std::io::Write;
+        let temp = self.0.state_path.with_extension("tmp");
+        let bytes = serde_json::to_vec(state).map_err(io::Error::other)?;
+        let mut file = std::fs::File::create(&temp)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, &self.0.state_path)
+    }
+}
+
+impl RaftSnapshotBuilder<ShardTypes> for ShardMachine {
+    type SnapshotData = SnapshotBytes;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<ShardTypes, SnapshotBytes>, io::Error> {
+        // The shard's Raft log is not purged, so a snapshot never has to carry records.
+        let state = self.0.applied.lock().clone();
+        Ok(SnapshotOf::<ShardTypes, SnapshotBytes> {
+            meta: SnapshotMetaOf::<ShardTypes> {
+                last_log_id: state.applied,
+                last_membership: state.membership,
+            },
+            snapshot: Cursor::new(Vec::new()),
+        })
+    }
+}
+
+/// One queued apply: where its outcome arrives.
+enum Pending {
+    Append(oneshot::Receiver<Result<Appended, AppendError>>),
+    Done(ShardResponse),
+}
+
+impl RaftStateMachine<ShardTypes> for ShardMachine {
+    type SnapshotData = SnapshotBytes;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), io::Error> {
+        let state = self.0.applied.lock().clone();
+        Ok((state.applied, state.membership))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: futures_util::Stream<Item = Result<EntryResponder<ShardTypes>, io::Error>>
+            + Unpin
+            + OptionalSend,
+    {
+        // Appends are queued back to back and awaited together: one write and one fsync
+        // for the whole run of entries.
+        let mut queued = Vec::new();
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let log_id = entry.log_id();
+            let pending = match entry.payload {
+                EntryPayload::Normal(ShardCommand::Append {
+                    records,
+                    now_ms,
+                    key_id,
+                }) => {
+                    let replayed = {
+                        let mut last = self.0.last_record_index.lock();
+                        let replayed = log_id.index <= *last && *last > 0;
+                        if !replayed {
+                            *last = log_id.index;
+                        }
+                        replayed
+                    };
+                    if replayed {
+                        // Applied before a restart: the records are in the log already.
+                        Pending::Done(ShardResponse::Failed(
+                            "the entry was applied before".to_owned(),
+                        ))
+                    } else {
+                        let key = key_id.map(EncryptionKey::new);
+                        match self.0.log.submit(records, now_ms, key, log_id.index).await {
+                            Ok(answer) => Pending::Append(answer),
+                            Err(_) => Pending::Done(ShardResponse::Closed),
+                        }
+                    }
+                }
+                EntryPayload::Normal(command @ (ShardCommand::Close | ShardCommand::Reopen)) => {
+                    // Everything queued before the close is written first.
+                    finish(std::mem::take(&mut queued)).await;
+                    let log = Arc::clone(&self.0.log);
+                    let response = match command {
+                        ShardCommand::Close => {
+                            match tokio::task::spawn_blocking(move || log.close_blocking()).await {
+                                Ok(Ok(last)) => ShardResponse::ClosedAt { last },
+                                Ok(Err(error)) => ShardResponse::Failed(error.to_string()),
+                                Err(error) => ShardResponse::Failed(error.to_string()),
+                            }
+                        }
+                        _ => {
+                            log.reopen();
+                            ShardResponse::Reopened
+                        }
+                    };
+                    Pending::Done(response)
+                }
+                EntryPayload::Membership(membership) => {
+                    finish(std::mem::take(&mut queued)).await;
+                    let state = {
+                        let mut state = self.0.applied.lock();
+                        state.membership = StoredMembership::new(Some(log_id), membership);
+                        state.applied = Some(log_id);
+                        state.clone()
+                    };
+                    let machine = self.clone();
+                    tokio::task::spawn_blocking(move || machine.save(&state))
+                        .await
+                        .map_err(io::Error::other)??;
+                    Pending::Done(ShardResponse::Reopened)
+                }
+                EntryPayload::Blank => Pending::Done(ShardResponse::Reopened),
+            };
+            self.0.applied.lock().applied = Some(log_id);
+            queued.push((pending, responder));
+        }
+        finish(queued).await;
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMetaOf<ShardTypes>,
+        _snapshot: Self::SnapshotData,
+    ) -> Result<(), io::Error> {
+        let state = AppliedState {
+            applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
+        *self.0.applied.lock() = state.clone();
+        let machine = self.clone();
+        tokio::task::spawn_blocking(move || machine.save(&state))
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<SnapshotOf<ShardTypes, SnapshotBytes>>, io::Error> {
+        Ok(None)
+    }
+}
+
+/// Waits for queued appends in order and answers each entry's client.
+async fn finish(
+    queued: Vec<(
+        Pending,
+        Option<openraft::storage::ApplyResponder<ShardTypes>>,
+    )>,
+) {
+    for (pending, responder) in queued {
+        let response = match pending {
+            Pending::Done(response) => response,
+            Pending::Append(answer) => match answer.await {
+                Ok(Ok(appended)) => ShardResponse::Appended {
+                    first_offset: appended.first_offset,
+                },
+                Ok(Err(AppendError::Closed)) | Err(_) => ShardResponse::Closed,
+                Ok(Err(AppendError::Failed(error))) => ShardResponse::Failed(error.to_string()),
+            },
+        };
+        if let Some(responder) = responder {
+            responder.send(response);
+        }
+    }
+}
+
+/// openraft settings of a shard group: heartbeats every 250 ms, a new leader within
+/// about 1.5 s of the old one's loss. A group of one replica has nobody to heartbeat or
+/// to elect: its timers are off (it leads from its start), so a node with many shards of
+/// factor 1 idles.
+fn raft_config(replicas: usize) -> Result<Arc<openraft::Config>, BrokerError> {
+    let alone = replicas <= 1;
+    let config = openraft::Config {
+        enable_tick: !alone,
+        enable_heartbeat: !alone,
+        enable_elect: !alone,
+        cluster_name: "sluice-shard".to_owned(),
+        heartbeat_interval: 250,
+        election_timeout_min: 800,
+        election_timeout_max: 1600,
+        snapshot_policy: openraft::SnapshotPolicy::Never,
+        max_payload_entries: 64,
+        ..Default::default()
+    };
+    config
+        .validate()
+        .map(Arc::new)
+        .map_err(|e| BrokerError::Replication(e.to_string()))
+}
+
+/// A write waits at most this long for a leader and its commit.
+const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// One hosted shard replica: its record log and its Raft group.
+pub(crate) struct Replica {
+    raft: Raft<ShardTypes, ShardMachine>,
+    group: Arc<str>,
+    node_id: u64,
+    router: Router,
+}
+
+/// The transport id of a shard's group.
+pub(crate) fn group_id(stream: &str, created_ms: u64, shard: u32) -> String {
+    format!("shard/{stream}/{created_ms}/{shard}")
+}
+
+/// Why a replicated write did not happen.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WriteError {
+    /// The shard is closed: route again.
+    #[error("the shard is closed")]
+    Closed,
+    /// The write may or may not have been committed.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+    /// The write was not made.
+    #[error("not written: {0}")]
+    Failed(String),
+}
+
+impl Replica {
+    /// Opens the replica's Raft group over `log` in `dir` (`raft/` and `applied.json`
+    /// beside the shard's segments) and registers it with `groups`. The first of the
+    /// shard's replicas starts the group with every replica as a voter.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn open(
+        dir: &Path,
+        group: String,
+        log: Arc<ShardLog>,
+        node_id: u64,
+        replicas: &BTreeMap<u64, PeerNode>,
+        fsync: bool,
+        keys: Arc<dyn KeyProvider>,
+        router: Router,
+        groups: &Groups,
+    ) -> Result<Replica, BrokerError> {
+        let machine = {
+            let log = Arc::clone(&log);
+            let path = dir.join("applied.json");
+            tokio::task::spawn_blocking(move || ShardMachine::open(log, path)).await??
+        };
+        // Records of an encrypted stream are sealed in the Raft log too, under the same key.
+        let sealer: Sealer<ShardTypes> = Arc::new(|entry| match &entry.payload {
+            EntryPayload::Normal(ShardCommand::Append {
+                key_id: Some(key_id),
+                ..
+            }) => Some(EncryptionKey::new(key_id.clone())),
+            _ => None,
+        });
+        let store = LogStore::<ShardTypes>::open_sealed(
+            dir.join("raft"),
+            LogConfig {
+                fsync,
+                ..LogConfig::default()
+            },
+            keys,
+            sealer,
+        )
+        .await
+        .map_err(|e| BrokerError::Replication(e.to_string()))?;
+        let group: Arc<str> = group.into();
+        let network = GroupNetwork::new(router.clone(), Arc::clone(&group));
+        let raft = Raft::new(
+            node_id,
+            raft_config(replicas.len())?,
+            network,
+            store,
+            machine,
+        )
+        .await
+        .map_err(|e| BrokerError::Replication(e.to_string()))?;
+        groups.insert(
+            Arc::clone(&group),
+            Arc::new(RaftGroup::new(
+                Arc::clone(&group),
+                raft.clone(),
+                router.clone(),
+                7,
+            )),
+        );
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| BrokerError::Replication(e.to_string()))?;
+        if !initialized && replicas.keys().next() == Some(&node_id) {
+            raft.initialize(replicas.clone())
+                .await
+                .map_err(|e| BrokerError::Replication(e.to_string()))?;
+        }
+        if replicas.len() == 1 && raft.metrics().borrow_watched().current_leader != Some(node_id) {
+            raft.trigger()
+                .elect(false)
+                .await
+                .map_err(|e| BrokerError::Replication(e.to_string()))?;
+        }
+        Ok(Replica {
+            raft,
+            group,
+            node_id,
+            router,
+        })
+    }
+
+    /// Commits `command` through the group's leader (this node or another) and returns
+    /// the leader's answer once it applied it.
+    pub async fn write(&self, command: ShardCommand) -> Result<ShardResponse, WriteError> {
+        let deadline = tokio::time::Instant::now() + WRITE_DEADLINE;
+        loop {
+            let leader = self.wait_for_leader(deadline).await?;
+            if leader == self.node_id {
+                match tokio::time::timeout_at(deadline, self.raft.client_write(command.clone()))
+                    .await
+                {
+                    Ok(Ok(response)) => return Ok(response.data),
+                    Ok(Err(error)) if error.forward_to_leader().is_some() => {}
+                    Ok(Err(error)) => return Err(WriteError::Unknown(error.to_string())),
+                    Err(_) => {
+                        return Err(WriteError::Unknown("not committed in time".to_owned()));
+                    }
+                }
+            } else {
+                match self
+                    .router
+                    .client_write::<ShardTypes>(leader, &self.group, &command)
+                    .await
+                {
+                    Ok(Ok(response)) => return Ok(response.data),
+                    Ok(Err(error)) if error.forward_to_leader().is_some() => {}
+                    Ok(Err(error)) => return Err(WriteError::Unknown(error.to_string())),
+                    Err(PeerCallError::Unreachable(_, reason)) => {
+                        return Err(WriteError::Unknown(reason));
+                    }
+                    Err(PeerCallError::NotSent(..) | PeerCallError::Refused(..)) => {}
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(WriteError::Failed("no leader took the write".to_owned()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn wait_for_leader(&self, deadline: tokio::time::Instant) -> Result<u64, WriteError> {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Some(leader) = metrics.borrow_watched().current_leader {
+                return Ok(leader);
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return Err(WriteError::Failed("the shard has no leader".to_owned())),
+            }
+        }
+    }
+
+    /// Appends records through the leader.
+    pub async fn append(
+        &self,
+        records: Vec<(String, Bytes)>,
+        now_ms: u64,
+        key: Option<EncryptionKey>,
+    ) -> Result<Appended, WriteError> {
+        let command = ShardCommand::Append {
+            records,
+            now_ms,
+            key_id: key.map(|k| k.key_id().to_owned()),
+        };
+        match self.write(command).await? {
+            ShardResponse::Appended { first_offset } => Ok(Appended { first_offset }),
+            ShardResponse::Closed => Err(WriteError::Closed),
+            ShardResponse::Failed(reason) => Err(WriteError::Failed(reason)),
+            other => Err(WriteError::Failed(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Closes the shard on every replica; the offset of its last record.
+    pub async fn close(&self) -> Result<Option<u64>, WriteError> {
+        match self.write(ShardCommand::Close).await? {
+            ShardResponse::ClosedAt { last } => Ok(last),
+            ShardResponse::Failed(reason) => Err(WriteError::Failed(reason)),
+            other => Err(WriteError::Failed(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Reopens a shard whose close was not committed to the metadata.
+    pub async fn reopen(&self) -> Result<(), WriteError> {
+        self.write(ShardCommand::Reopen).await.map(|_| ())
+    }
+
+    /// Stops the group and forgets it on the transport.
+    pub async fn shutdown(&self, groups: &Groups) {
+        groups.remove(&self.group);
+        if let Err(error) = self.raft.shutdown().await {
+            tracing::warn!(group = %self.group, %error, "shard group did not shut down cleanly");
+        }
+    }
+}
