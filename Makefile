@@ -2,7 +2,7 @@
 CARGO ?= cargo
 DATA_DIR ?= ./data
 
-.PHONY: run build release test test-rust test-clients test-deploy lint fmt bench fuzz clean cluster cluster-stop
+.PHONY: run build release test test-rust test-clients test-deploy lint fmt bench bench-cluster fuzz clean cluster cluster-stop
 
 ## Start a single node with embedded defaults (data in ./data, Kinesis on 127.0.0.1:4567, gRPC on 127.0.0.1:50051).
 run:
@@ -41,6 +41,11 @@ fmt:
 ## Load generator against a fresh release node; prints throughput and latency percentiles.
 bench: release
 	bash deploy/local/bench.sh
+
+## Load generator against a fresh 3-node release cluster (replication factor 3), and its idle CPU
+## with 1,000 shards.
+bench-cluster: release
+	bash deploy/local/bench-cluster.sh
 
 ## Bounded fuzzing of request decoding and segment recovery (not part of `make test`).
 fuzz:

@@ -237,3 +237,74 @@ async fn records_are_replicated_to_every_node_and_survive_losing_one() {
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_status_shows_members_placement_and_leaders() {
+    let first = Node::start().await;
+    let second = Node::start_with(joining(&first)).await;
+    crate::create_active(&first.client(), "placed", 2).await;
+    let endpoint = format!("http://{}", second.grpc_addr);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let status = cluster_status(&endpoint).await;
+        let leaders_known = status["Shards"]
+            .as_array()
+            .is_some_and(|shards| shards.iter().all(|s| s["Leader"].as_u64() != Some(0)));
+        if leaders_known {
+            break status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no leader for every shard: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let nodes = status["Nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 2);
+    assert!(nodes.iter().all(|n| n["Voter"] == true));
+    let ids: Vec<u64> = nodes.iter().map(|n| n["Id"].as_u64().unwrap()).collect();
+    assert_ne!(status["MetadataLeader"].as_u64(), Some(0));
+    let shards = status["Shards"].as_array().expect("shards");
+    assert_eq!(shards.len(), 2);
+    for shard in shards {
+        // Replication factor 3, capped by the node count: both nodes hold every shard.
+        let mut replicas: Vec<u64> = shard["Replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_u64().unwrap())
+            .collect();
+        replicas.sort_unstable();
+        let mut expected = ids.clone();
+        expected.sort_unstable();
+        assert_eq!(replicas, expected);
+        assert!(ids.contains(&shard["Leader"].as_u64().unwrap()));
+    }
+    // Preferred leaders alternate between the nodes.
+    assert_ne!(shards[0]["Replicas"][0], shards[1]["Replicas"][0]);
+}
+
+async fn cluster_status(endpoint: &str) -> serde_json::Value {
+    let endpoint = endpoint.to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(sluice_tests::sluice_binary())
+            .args([
+                "cluster",
+                "status",
+                "--output",
+                "json",
+                "--endpoint",
+                &endpoint,
+            ])
+            .output()
+            .expect("run sluice cluster status")
+    })
+    .await
+    .expect("join");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("json")
+}

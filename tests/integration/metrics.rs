@@ -84,6 +84,16 @@ async fn cloudwatch_named_series_count_calls_exactly() {
             .is_some_and(|e| e.is_resource_not_found_exception())
     );
 
+    // A shard's record log is fsynced behind the Raft log, within a second of a write.
+    sluice_tests::wait_for(
+        "a record-log fsync",
+        std::time::Duration::from_secs(10),
+        || async {
+            value(&scrape(&node).await, "sluice_fsync_duration_seconds_count")
+                .is_some_and(|n| n >= 1.0)
+        },
+    )
+    .await;
     let text = scrape(&node).await;
     let stream = "{stream=\"metered\"}";
     assert_value(

@@ -121,6 +121,16 @@ pub enum IteratorStart {
     AtTimestampMs(u64),
 }
 
+/// Where a shard lives: its replicas and the leader of its group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardPlacement {
+    pub stream: String,
+    pub shard: ShardId,
+    pub replicas: Vec<u64>,
+    pub leader: Option<u64>,
+    pub closed: bool,
+}
+
 /// A child shard reported at the end of a closed shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChildShard {
@@ -362,6 +372,29 @@ impl Broker {
     /// Whether this node is a cluster member and the metadata group has a leader.
     pub fn ready(&self) -> bool {
         self.inner.meta.ready()
+    }
+
+    /// Every shard's placement and the leader of its group, as this node knows it.
+    pub fn shard_placement(&self) -> Vec<ShardPlacement> {
+        let replicas = self.inner.replicas.read();
+        self.inner.meta.read(|state| {
+            state
+                .streams
+                .values()
+                .flat_map(|stream| {
+                    let replicas = &replicas;
+                    stream.shards.iter().map(move |shard| ShardPlacement {
+                        stream: stream.name.clone(),
+                        shard: ShardId(shard.id),
+                        replicas: shard.replicas.clone(),
+                        leader: replicas
+                            .get(&(stream.name.clone(), stream.created_ms, shard.id))
+                            .and_then(|r| r.leader()),
+                        closed: shard.closed.is_some(),
+                    })
+                })
+                .collect()
+        })
     }
 
     /// The metadata group's members, and its leader.
@@ -732,13 +765,14 @@ impl Broker {
             )
         })
         .await??;
-        let replicas = self.replica_nodes(stream, shard);
+        let (replicas, initializer) = self.replica_nodes(stream, shard);
         let replica = Replica::open(
             &dir.with_extension("group"),
             group_id(&stream.name, stream.created_ms, shard),
             Arc::clone(&opened),
             self.node_id(),
             &replicas,
+            initializer,
             self.inner.config.fsync,
             Arc::clone(&self.inner.config.keys),
             self.inner.router.clone(),
@@ -760,8 +794,8 @@ impl Broker {
     }
 
     /// The shard's replica nodes with their addresses (this node alone for a shard
-    /// placed nowhere).
-    fn replica_nodes(&self, stream: &Stream, shard: u32) -> BTreeMap<u64, PeerNode> {
+    /// placed nowhere), and its preferred leader.
+    fn replica_nodes(&self, stream: &Stream, shard: u32) -> (BTreeMap<u64, PeerNode>, u64) {
         let placed: Vec<u64> = stream
             .shards
             .iter()
@@ -774,14 +808,17 @@ impl Broker {
         } else {
             placed
         };
-        ids.into_iter()
+        let preferred = ids[0];
+        let nodes = ids
+            .into_iter()
             .filter_map(|id| {
                 members
                     .iter()
                     .find(|m| m.id == id)
                     .map(|m| (id, m.node.clone()))
             })
-            .collect()
+            .collect();
+        (nodes, preferred)
     }
 
     /// The Raft group of a shard hosted here (opened on first use).

@@ -19,7 +19,7 @@ pub use broker::open_local_keyring;
 pub use broker::{
     AccessKeySummary, Broker, BrokerConfig, Caller, ChildShard, Clock, GetRecordsOutput,
     IteratorStart, NewAccessKey, PutRecordFailure, PutRecordInput, PutRecordOutput,
-    ScalingDecision, Subscription, SubscriptionEvent, system_clock,
+    ScalingDecision, ShardPlacement, Subscription, SubscriptionEvent, system_clock,
 };
 pub use error::BrokerError;
 pub use record::StoredRecord;

@@ -126,7 +126,7 @@ pub struct Metrics {
     pub shard_write_throughput_exceeded: Family<ShardLabels, Counter>,
     pub shard_read_throughput_exceeded: Family<ShardLabels, Counter>,
     pub shard_iterator_age: Family<ShardLabels, Gauge>,
-    /// One observation per group commit of a shard writer (the node's disks, no labels).
+    /// One observation per fsync of a shard's record log (the node's disks, no labels).
     pub fsync_duration: Histogram,
     pub segments: Family<StreamLabels, Gauge>,
     pub disk_bytes: Family<StreamLabels, Gauge>,
@@ -313,7 +313,7 @@ impl Metrics {
         );
         sluice.register_with_unit(
             "fsync_duration",
-            "Time of each group-commit fsync of a shard log",
+            "Time of each fsync of a shard's record log (behind its Raft log, at most a second after the writes it covers)",
             Unit::Seconds,
             self.fsync_duration.clone(),
         );

@@ -232,10 +232,14 @@ impl RaftStateMachine<ShardTypes> for ShardMachine {
                         state.applied = Some(log_id);
                         state.clone()
                     };
+                    // The applied id recorded must never be ahead of the records on disk.
                     let machine = self.clone();
-                    tokio::task::spawn_blocking(move || machine.save(&state))
-                        .await
-                        .map_err(io::Error::other)??;
+                    tokio::task::spawn_blocking(move || {
+                        machine.0.log.sync_written().map_err(io::Error::other)?;
+                        machine.save(&state)
+                    })
+                    .await
+                    .map_err(io::Error::other)??;
                     Pending::Done(ShardResponse::Reopened)
                 }
                 EntryPayload::Blank => Pending::Done(ShardResponse::Reopened),
@@ -354,8 +358,9 @@ pub(crate) enum WriteError {
 
 impl Replica {
     /// Opens the replica's Raft group over `log` in `dir` (`raft/` and `applied.json`
-    /// beside the shard's segments) and registers it with `groups`. The first of the
-    /// shard's replicas starts the group with every replica as a voter.
+    /// beside the shard's segments) and registers it with `groups`. The shard's preferred
+    /// leader (`initializer`, the first replica placed) starts the group with every
+    /// replica as a voter, and so leads it first.
     #[allow(clippy::too_many_arguments)]
     pub async fn open(
         dir: &Path,
@@ -363,6 +368,7 @@ impl Replica {
         log: Arc<ShardLog>,
         node_id: u64,
         replicas: &BTreeMap<u64, PeerNode>,
+        initializer: u64,
         fsync: bool,
         keys: Arc<dyn KeyProvider>,
         router: Router,
@@ -416,7 +422,7 @@ impl Replica {
             .is_initialized()
             .await
             .map_err(|e| BrokerError::Replication(e.to_string()))?;
-        if !initialized && replicas.keys().next() == Some(&node_id) {
+        if !initialized && initializer == node_id {
             raft.initialize(replicas.clone())
                 .await
                 .map_err(|e| BrokerError::Replication(e.to_string()))?;
@@ -433,6 +439,11 @@ impl Replica {
             node_id,
             router,
         })
+    }
+
+    /// The group's leader as this replica knows it.
+    pub fn leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow_watched().current_leader
     }
 
     /// Commits `command` through the group's leader (this node or another) and returns

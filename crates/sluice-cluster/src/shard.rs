@@ -41,7 +41,13 @@ struct Shared {
     written_bytes: AtomicU64,
     /// Observes each group-commit fsync (`sluice_fsync_duration_seconds`).
     fsync_duration: Histogram,
+    /// The newest written offset not yet fsynced (records applied from a Raft log that
+    /// already holds them durably are synced in the background, at most a second later).
+    unsynced: parking_lot::Mutex<Option<u64>>,
 }
+
+/// How often a replica's record log is fsynced behind its applies.
+const BACKGROUND_SYNC: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One append waiting for the writer task.
 struct PendingAppend {
@@ -105,6 +111,7 @@ impl ShardLog {
             written_records: AtomicU64::new(0),
             written_bytes: AtomicU64::new(0),
             fsync_duration,
+            unsynced: parking_lot::Mutex::new(None),
         });
         let (queue, receiver) = mpsc::channel(QUEUE_DEPTH);
         tasks.spawn_on(
@@ -141,6 +148,15 @@ impl ShardLog {
             return Err(AppendError::Closed);
         }
         Ok(answer)
+    }
+
+    /// Fsyncs every record written so far. Blocking.
+    pub fn sync_written(&self) -> Result<(), BrokerError> {
+        let last = self.shared.unsynced.lock().take();
+        if let Some(last) = last {
+            self.shared.log.sync(last)?;
+        }
+        Ok(())
     }
 
     /// The Raft index kept beside the newest record (0 when there is none).
@@ -275,18 +291,52 @@ impl ShardLog {
     }
 }
 
+/// Fsyncs what was written but not yet synced (see `Shared::unsynced`).
+async fn sync_behind(shared: &Arc<Shared>) {
+    let Some(last) = shared.unsynced.lock().take() else {
+        return;
+    };
+    let shared = Arc::clone(shared);
+    let synced = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let result = shared.log.sync(last);
+        shared
+            .fsync_duration
+            .observe(started.elapsed().as_secs_f64());
+        result
+    })
+    .await;
+    match synced {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::error!(%error, "background fsync of a record log failed"),
+        Err(error) => tracing::error!(%error, "background fsync of a record log failed"),
+    }
+}
+
 /// The shard's writer: drains queued appends and commits each drain as one batch.
 async fn run_writer(
     shared: Arc<Shared>,
     mut queue: mpsc::Receiver<PendingAppend>,
     cancel: CancellationToken,
 ) {
+    let mut last_sync = tokio::time::Instant::now();
     loop {
         let first = tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => {
+                sync_behind(&shared).await;
+                return;
+            }
+            () = tokio::time::sleep_until(last_sync + BACKGROUND_SYNC) => {
+                sync_behind(&shared).await;
+                last_sync = tokio::time::Instant::now();
+                continue;
+            }
             next = queue.recv() => match next {
                 Some(first) => first,
-                None => return,
+                None => {
+                    sync_behind(&shared).await;
+                    return;
+                }
             },
         };
         let mut bytes = pending_bytes(&first);
@@ -427,10 +477,10 @@ impl Shared {
         let Some(last) = last_written else {
             return Ok(outcomes);
         };
-        let fsync_started = std::time::Instant::now();
-        self.log.sync(last).map_err(WriteFailure::Storage)?;
-        self.fsync_duration
-            .observe(fsync_started.elapsed().as_secs_f64());
+        // The records are durable in the shard group's Raft log already (they are applied
+        // only once committed), and a replica that lost them in a crash applies them again
+        // with the same offsets: the record log is fsynced behind, off the write path.
+        *self.unsynced.lock() = Some(last);
         self.written_records
             .fetch_add(written_records, Ordering::Relaxed);
         self.written_bytes

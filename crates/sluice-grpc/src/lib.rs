@@ -100,6 +100,40 @@ impl Node for NodeApi {
             stream_count: self.broker.with_state(|s| s.streams.len() as u32),
         }))
     }
+
+    async fn get_cluster_status(
+        &self,
+        request: Request<pb::GetClusterStatusRequest>,
+    ) -> Result<Response<pb::GetClusterStatusResponse>, Status> {
+        // Where shards live is what any client needs to reach their owners.
+        self.access.caller(&request)?;
+        let (members, leader) = self.broker.cluster_members();
+        Ok(Response::new(pb::GetClusterStatusResponse {
+            node_id: self.broker.node_id(),
+            metadata_leader: leader.unwrap_or(0),
+            nodes: members
+                .into_iter()
+                .map(|m| pb::ClusterNode {
+                    id: m.id,
+                    grpc_address: m.node.grpc,
+                    kinesis_address: m.node.kinesis,
+                    voter: m.voter,
+                })
+                .collect(),
+            shards: self
+                .broker
+                .shard_placement()
+                .into_iter()
+                .map(|p| pb::ShardPlacement {
+                    stream_name: p.stream,
+                    shard_id: p.shard.to_string(),
+                    replicas: p.replicas,
+                    leader: p.leader.unwrap_or(0),
+                    closed: p.closed,
+                })
+                .collect(),
+        }))
+    }
 }
 
 /// The `sluice.v1.Streams` service.

@@ -4,6 +4,7 @@
 
 mod auth;
 mod bench;
+mod cluster;
 mod grpc;
 mod keyring;
 mod put;
@@ -48,6 +49,9 @@ enum Command {
     Auth(auth::AuthCommand),
     /// Manage the master keys of encryption at rest in a local keyring file.
     Keyring(keyring::KeyringArgs),
+    /// Inspect the cluster.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 #[derive(clap::Args)]
@@ -131,6 +135,7 @@ fn main() -> std::process::ExitCode {
         Command::Tail(args) => tail::run(args),
         Command::Auth(command) => auth::run(command),
         Command::Keyring(args) => keyring::run(args),
+        Command::Cluster(command) => cluster::run(command),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

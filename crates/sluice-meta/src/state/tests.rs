@@ -313,3 +313,63 @@ fn update_shard_count_outside_half_to_double_is_rejected() {
         );
     }
 }
+
+#[test]
+fn replicas_are_placed_evenly_with_rotating_preferred_leaders() {
+    let mut state = MetaState::new(Identity {
+        replication_factor: 2,
+        ..Identity::default()
+    });
+    state.nodes = [1, 2, 3].into();
+    create(&mut state, "a", 3);
+    create(&mut state, "b", 3);
+    let mut replicas_per_node: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut leaders_per_node: BTreeMap<u64, usize> = BTreeMap::new();
+    for stream in state.streams.values() {
+        for shard in stream.open_shards() {
+            assert_eq!(shard.replicas.len(), 2, "{shard:?}");
+            assert_ne!(shard.replicas[0], shard.replicas[1]);
+            for node in &shard.replicas {
+                *replicas_per_node.entry(*node).or_default() += 1;
+            }
+            *leaders_per_node.entry(shard.replicas[0]).or_default() += 1;
+        }
+    }
+    // 6 shards × 2 replicas over 3 nodes; each node the preferred leader of 2.
+    assert_eq!(
+        replicas_per_node.values().copied().collect::<Vec<_>>(),
+        [4, 4, 4]
+    );
+    assert_eq!(
+        leaders_per_node.values().copied().collect::<Vec<_>>(),
+        [2, 2, 2]
+    );
+}
+
+#[test]
+fn the_replication_factor_is_capped_by_the_node_count_and_splits_place_children() {
+    let mut state = MetaState {
+        nodes: [7].into(),
+        ..MetaState::default()
+    };
+    create(&mut state, "s", 1);
+    assert_eq!(state.streams["s"].shards[0].replicas, [7]);
+    state.nodes = [7, 8].into();
+    state
+        .apply(&Command::SplitShard {
+            name: "s".into(),
+            shard: 0,
+            new_starting_hash_key: (1u128 << 64).to_string(),
+            ending: [(0, None)].into(),
+            now_ms: 2000,
+        })
+        .unwrap();
+    let stream = &state.streams["s"];
+    // The closed parent keeps its placement; the children are placed on both nodes.
+    assert_eq!(stream.shards[0].replicas, [7]);
+    for child in stream.open_shards() {
+        let mut replicas = child.replicas.clone();
+        replicas.sort_unstable();
+        assert_eq!(replicas, [7, 8]);
+    }
+}
