@@ -113,8 +113,14 @@ def container_env(rendered: Rendered) -> dict[str, str]:
             "metadata.labels['apps.kubernetes.io/pod-index']"
         ):
             env[name] = "0"
+        elif source.get("fieldRef", {}).get("fieldPath") == "metadata.name":
+            # Pod 0 of the StatefulSet: the pod every other pod joins through.
+            env[name] = rendered.env["SLUICE_JOIN"]["value"].split(".")[0]
         else:
             pytest.fail(f"cannot resolve {name}: {source}")
+    # Kubernetes expands $(NAME) references to variables defined before.
+    for name, value in env.items():
+        env[name] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), value)
     return env
 
 

@@ -451,12 +451,20 @@ impl Config {
                 reason: "expected 1 to 7".into(),
             });
         }
+        let advertise_grpc_addr = advertise_grpc_addr.unwrap_or_else(|| grpc_addr.to_string());
+        // A node may be told to join through itself (every pod of a StatefulSet names the
+        // first one): that entry is dropped, and a node left with none bootstraps.
+        let join: Vec<String> = join
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|seed| *seed != advertise_grpc_addr)
+            .collect();
         let cluster = ClusterConfig {
             node_id,
-            advertise_grpc_addr: advertise_grpc_addr.unwrap_or_else(|| grpc_addr.to_string()),
+            advertise_grpc_addr,
             advertise_kinesis_addr: advertise_kinesis_addr
                 .unwrap_or_else(|| kinesis_addr.to_string()),
-            join: join.unwrap_or_default(),
+            join,
             replication_factor,
             dead_node_grace: Duration::from_secs(dead_node_grace_secs.unwrap_or(300).max(1)),
         };
@@ -510,6 +518,22 @@ mod tests {
         assert_eq!(config.region, "eu-west-1");
         assert!(!config.fsync);
         assert_eq!(config.grpc_addr.port(), 50051);
+    }
+
+    #[test]
+    fn a_node_told_to_join_through_itself_bootstraps() {
+        let raw = RawConfig {
+            advertise_grpc_addr: Some("sluice-0.sluice-headless.kinesis.svc:50051".into()),
+            join: Some(vec!["sluice-0.sluice-headless.kinesis.svc:50051".into()]),
+            ..RawConfig::default()
+        };
+        assert!(Config::from_raw(raw).unwrap().cluster.join.is_empty());
+        let raw = RawConfig {
+            advertise_grpc_addr: Some("sluice-1.sluice-headless.kinesis.svc:50051".into()),
+            join: Some(vec!["sluice-0.sluice-headless.kinesis.svc:50051".into()]),
+            ..RawConfig::default()
+        };
+        assert_eq!(Config::from_raw(raw).unwrap().cluster.join.len(), 1);
     }
 
     #[test]
