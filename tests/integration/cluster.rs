@@ -284,7 +284,7 @@ async fn cluster_status_shows_members_placement_and_leaders() {
     assert_ne!(shards[0]["Replicas"][0], shards[1]["Replicas"][0]);
 }
 
-async fn cluster_status(endpoint: &str) -> serde_json::Value {
+pub(crate) async fn cluster_status(endpoint: &str) -> serde_json::Value {
     let endpoint = endpoint.to_owned();
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(sluice_tests::sluice_binary())

@@ -8,6 +8,7 @@ mod durability;
 mod encryption;
 mod errors;
 mod fanout;
+mod faults;
 mod grpc;
 mod metrics;
 mod protocol;

@@ -464,11 +464,24 @@ impl Replica {
                     }
                 }
             } else {
-                match self
+                let forward = self
                     .router
-                    .client_write::<ShardTypes>(leader, &self.group, &command)
-                    .await
-                {
+                    .client_write::<ShardTypes>(leader, &self.group, &command);
+                // A leader that froze or lost its group would hold the write until the
+                // connection times out: give up as soon as another leader is known (the
+                // outcome is unknown then) or the deadline passes.
+                let outcome = tokio::select! {
+                    outcome = tokio::time::timeout_at(deadline, forward) => outcome,
+                    () = self.leader_changes_from(leader) => {
+                        return Err(WriteError::Unknown(
+                            "the shard's leader changed while the write was in flight".to_owned(),
+                        ));
+                    }
+                };
+                let Ok(outcome) = outcome else {
+                    return Err(WriteError::Unknown("not committed in time".to_owned()));
+                };
+                match outcome {
                     Ok(Ok(response)) => return Ok(response.data),
                     Ok(Err(error)) if error.forward_to_leader().is_some() => {}
                     Ok(Err(error)) => return Err(WriteError::Unknown(error.to_string())),
@@ -482,6 +495,20 @@ impl Replica {
                 return Err(WriteError::Failed("no leader took the write".to_owned()));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Completes once this replica knows of a leader other than `leader`.
+    async fn leader_changes_from(&self, leader: u64) {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let current = metrics.borrow_watched().current_leader;
+            if current.is_some() && current != Some(leader) {
+                return;
+            }
+            if metrics.changed().await.is_err() {
+                return std::future::pending().await;
+            }
         }
     }
 

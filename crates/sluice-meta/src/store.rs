@@ -553,11 +553,25 @@ impl Meta {
                 if let Some(node) = self.member_node(leader) {
                     self.router.learn(leader, &node.grpc);
                 }
-                match self
+                let forward = self
                     .router
-                    .client_write::<MetaTypes>(leader, META_GROUP, command)
-                    .await
-                {
+                    .client_write::<MetaTypes>(leader, META_GROUP, command);
+                // Give up on a leader that froze as soon as another one is known, or at the
+                // deadline: the outcome is unknown then.
+                let outcome = tokio::select! {
+                    outcome = tokio::time::timeout_at(deadline, forward) => outcome,
+                    () = self.leader_changes_from(leader) => {
+                        return Err(MetaError::Unavailable(
+                            "the metadata leader changed while the command was in flight".to_owned(),
+                        ));
+                    }
+                };
+                let Ok(outcome) = outcome else {
+                    return Err(MetaError::Unavailable(
+                        "the command was not committed in time".to_owned(),
+                    ));
+                };
+                match outcome {
                     Ok(Ok(response)) => Ok((response.log_id.index, response.data)),
                     Ok(Err(error)) => Err(error),
                     // The command may or may not have been committed.
@@ -586,6 +600,20 @@ impl Meta {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Err(error) => return Err(MetaError::Unavailable(error.to_string())),
+            }
+        }
+    }
+
+    /// Completes once this node knows of a leader other than `leader`.
+    async fn leader_changes_from(&self, leader: u64) {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let current = metrics.borrow_watched().current_leader;
+            if current.is_some() && current != Some(leader) {
+                return;
+            }
+            if metrics.changed().await.is_err() {
+                return std::future::pending().await;
             }
         }
     }
