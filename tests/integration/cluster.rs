@@ -308,3 +308,41 @@ pub(crate) async fn cluster_status(endpoint: &str) -> serde_json::Value {
     );
     serde_json::from_slice(&output.stdout).expect("json")
 }
+
+fn gauge(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|line| line.split_whitespace().next() == Some(name))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|value| value.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_gauges_report_replicas_leaders_and_the_metadata_leader() {
+    let first = Node::start().await;
+    let second = Node::start_with(joining(&first)).await;
+    crate::create_active(&second.client(), "gauged", 2).await;
+    let mut leaders = 0.0;
+    for node in [&first, &second] {
+        wait_for("the raft gauges", Duration::from_secs(20), || async {
+            let text = sluice_tests::http_get(node.kinesis_addr, "/metrics")
+                .await
+                .1;
+            gauge(&text, "sluice_shard_replicas") == Some(2.0)
+                && gauge(&text, "sluice_metadata_leader_known") == Some(1.0)
+                && gauge(&text, "sluice_shards_leaderless") == Some(0.0)
+                && gauge(&text, "sluice_metadata_term").is_some_and(|t| t >= 1.0)
+        })
+        .await;
+        let text = sluice_tests::http_get(node.kinesis_addr, "/metrics")
+            .await
+            .1;
+        leaders += gauge(&text, "sluice_shard_leaders").expect("shard leaders");
+        assert_eq!(
+            gauge(&text, "sluice_shards_under_replicated"),
+            Some(0.0),
+            "{text}"
+        );
+    }
+    // Each shard group has exactly one leader.
+    assert_eq!(leaders, 2.0);
+}

@@ -228,6 +228,7 @@ impl Broker {
             }
         });
         broker.spawn_retention();
+        broker.spawn_raft_gauges();
         broker.spawn_autoscaler();
         Ok(broker)
     }
@@ -861,6 +862,36 @@ impl Broker {
                     tracing::warn!(error = %error, pass = what, "background pass failed");
                 }
             }
+        });
+    }
+
+    /// Refreshes the Raft gauges from the groups hosted here.
+    pub fn refresh_raft_gauges(&self) {
+        let gauges = &self.inner.metrics.raft;
+        gauges
+            .metadata_leader_known
+            .set(i64::from(self.inner.meta.leader().is_some()));
+        gauges.metadata_term.set(self.inner.meta.term() as i64);
+        let replicas: Vec<Arc<Replica>> = self.inner.replicas.read().values().cloned().collect();
+        let (mut leaders, mut leaderless, mut under, mut max_lag) = (0, 0, 0, 0);
+        for replica in &replicas {
+            let (leads, known, under_replicated, lag) = replica.health();
+            leaders += i64::from(leads);
+            leaderless += i64::from(!known);
+            under += i64::from(under_replicated);
+            max_lag = max_lag.max(lag);
+        }
+        gauges.shard_replicas.set(replicas.len() as i64);
+        gauges.shard_leaders.set(leaders);
+        gauges.shards_leaderless.set(leaderless);
+        gauges.shards_under_replicated.set(under);
+        gauges.replication_max_lag.set(max_lag as i64);
+    }
+
+    fn spawn_raft_gauges(&self) {
+        self.spawn_periodic(Duration::from_secs(5), "raft gauges", |broker| async move {
+            broker.refresh_raft_gauges();
+            Ok::<(), BrokerError>(())
         });
     }
 

@@ -130,6 +130,8 @@ pub struct Metrics {
     pub fsync_duration: Histogram,
     pub segments: Family<StreamLabels, Gauge>,
     pub disk_bytes: Family<StreamLabels, Gauge>,
+    /// Raft, refreshed every few seconds (see `Broker::refresh_raft_gauges`).
+    pub raft: RaftGauges,
     /// Handles already resolved, by stream name.
     streams: Arc<RwLock<HashMap<String, Arc<StreamMetrics>>>>,
 }
@@ -167,6 +169,7 @@ impl Default for Metrics {
             fsync_duration: fsync_histogram(),
             segments: Family::default(),
             disk_bytes: Family::default(),
+            raft: RaftGauges::default(),
             streams: Arc::default(),
         }
     }
@@ -317,6 +320,7 @@ impl Metrics {
             Unit::Seconds,
             self.fsync_duration.clone(),
         );
+        self.raft.register(sluice);
         sluice.register(
             "segments",
             "Segment files of the stream's shard logs on this node (updated by the retention pass)",
@@ -749,5 +753,67 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }
+    }
+}
+
+/// The state of this node's Raft groups, as gauges.
+#[derive(Clone, Default)]
+pub struct RaftGauges {
+    /// 1 while this node knows a metadata leader.
+    pub metadata_leader_known: Gauge,
+    /// The metadata group's current term as this node sees it.
+    pub metadata_term: Gauge,
+    /// Shard replicas hosted here, and how many of them lead their group.
+    pub shard_replicas: Gauge,
+    pub shard_leaders: Gauge,
+    /// Hosted shard groups that know no leader.
+    pub shards_leaderless: Gauge,
+    /// Shard groups led here in which some replica is unreachable or more than
+    /// `UNDER_REPLICATED_LAG` entries behind.
+    pub shards_under_replicated: Gauge,
+    /// The largest lag, in entries, of a follower behind its leader among the groups led here.
+    pub replication_max_lag: Gauge,
+}
+
+/// A follower this many entries behind makes its shard under-replicated.
+pub const UNDER_REPLICATED_LAG: u64 = 1_000;
+
+impl RaftGauges {
+    fn register(&self, sluice: &mut Registry) {
+        sluice.register(
+            "metadata_leader_known",
+            "1 while this node knows a leader of the metadata group",
+            self.metadata_leader_known.clone(),
+        );
+        sluice.register(
+            "metadata_term",
+            "Current term of the metadata group on this node",
+            self.metadata_term.clone(),
+        );
+        sluice.register(
+            "shard_replicas",
+            "Shard replicas hosted on this node",
+            self.shard_replicas.clone(),
+        );
+        sluice.register(
+            "shard_leaders",
+            "Shard groups this node leads",
+            self.shard_leaders.clone(),
+        );
+        sluice.register(
+            "shards_leaderless",
+            "Shard groups hosted here that know no leader",
+            self.shards_leaderless.clone(),
+        );
+        sluice.register(
+            "shards_under_replicated",
+            "Shard groups led here with a replica unreachable or more than 1000 entries behind",
+            self.shards_under_replicated.clone(),
+        );
+        sluice.register(
+            "replication_max_lag_entries",
+            "Largest lag, in Raft entries, of a follower behind its leader among the groups led here",
+            self.replication_max_lag.clone(),
+        );
     }
 }

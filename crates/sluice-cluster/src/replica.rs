@@ -24,7 +24,7 @@ use openraft::{EntryPayload, OptionalSend, Raft, StoredMembership};
 use parking_lot::Mutex;
 use sluice_replication::{
     GroupNetwork, Groups, LogStore, PeerCallError, PeerNode, RaftGroup, Router, Sealer,
-    SnapshotBytes,
+    SnapshotBytes, leader_changes_from, wait_for_leader,
 };
 use sluice_storage::{EncryptionKey, KeyProvider, LogConfig};
 use std::collections::BTreeMap;
@@ -441,6 +441,29 @@ impl Replica {
         })
     }
 
+    /// This replica's view of its group: (is leader, knows a leader, under-replicated as
+    /// its leader, largest follower lag in entries).
+    pub fn health(&self) -> (bool, bool, bool, u64) {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let leads = metrics.current_leader == Some(self.node_id);
+        let mut under = false;
+        let mut max_lag = 0;
+        if leads && let Some(replication) = &metrics.replication {
+            let last = metrics.last_log_index.unwrap_or(0);
+            for matched in replication.values() {
+                let lag = match matched {
+                    Some(log_id) => last.saturating_sub(log_id.index),
+                    None => last + 1,
+                };
+                max_lag = max_lag.max(lag);
+                if matched.is_none() || lag > crate::metrics::UNDER_REPLICATED_LAG {
+                    under = true;
+                }
+            }
+        }
+        (leads, metrics.current_leader.is_some(), under, max_lag)
+    }
+
     /// The group's leader as this replica knows it.
     pub fn leader(&self) -> Option<u64> {
         self.raft.metrics().borrow_watched().current_leader
@@ -451,7 +474,9 @@ impl Replica {
     pub async fn write(&self, command: ShardCommand) -> Result<ShardResponse, WriteError> {
         let deadline = tokio::time::Instant::now() + WRITE_DEADLINE;
         loop {
-            let leader = self.wait_for_leader(deadline).await?;
+            let leader = wait_for_leader(&self.raft, deadline)
+                .await
+                .ok_or_else(|| WriteError::Failed("the shard has no leader".to_owned()))?;
             if leader == self.node_id {
                 match tokio::time::timeout_at(deadline, self.raft.client_write(command.clone()))
                     .await
@@ -472,7 +497,7 @@ impl Replica {
                 // outcome is unknown then) or the deadline passes.
                 let outcome = tokio::select! {
                     outcome = tokio::time::timeout_at(deadline, forward) => outcome,
-                    () = self.leader_changes_from(leader) => {
+                    () = leader_changes_from(&self.raft, leader) => {
                         return Err(WriteError::Unknown(
                             "the shard's leader changed while the write was in flight".to_owned(),
                         ));
@@ -495,33 +520,6 @@ impl Replica {
                 return Err(WriteError::Failed("no leader took the write".to_owned()));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Completes once this replica knows of a leader other than `leader`.
-    async fn leader_changes_from(&self, leader: u64) {
-        let mut metrics = self.raft.metrics();
-        loop {
-            let current = metrics.borrow_watched().current_leader;
-            if current.is_some() && current != Some(leader) {
-                return;
-            }
-            if metrics.changed().await.is_err() {
-                return std::future::pending().await;
-            }
-        }
-    }
-
-    async fn wait_for_leader(&self, deadline: tokio::time::Instant) -> Result<u64, WriteError> {
-        let mut metrics = self.raft.metrics();
-        loop {
-            if let Some(leader) = metrics.borrow_watched().current_leader {
-                return Ok(leader);
-            }
-            match tokio::time::timeout_at(deadline, metrics.changed()).await {
-                Ok(Ok(())) => {}
-                _ => return Err(WriteError::Failed("the shard has no leader".to_owned())),
-            }
         }
     }
 

@@ -22,7 +22,7 @@ use openraft::{EntryPayload, OptionalSend, Raft, ServerState, StoredMembership};
 use parking_lot::{Mutex, RwLock};
 use sluice_replication::{
     AddMember, GroupNetwork, Groups, LogStore, PeerCallError, PeerNode, RaftGroup, Router,
-    SnapshotBytes,
+    SnapshotBytes, leader_changes_from, wait_for_leader,
 };
 use sluice_storage::{LogConfig, MetaStore, SledStore};
 use std::collections::BTreeMap;
@@ -522,6 +522,11 @@ impl Meta {
             .collect()
     }
 
+    /// The metadata group's current term on this node.
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
+    }
+
     /// This node's role in the metadata group (`Leader`, `Follower`, `Learner`, …).
     pub fn server_state(&self) -> ServerState {
         self.raft.metrics().borrow_watched().state
@@ -560,7 +565,7 @@ impl Meta {
                 // deadline: the outcome is unknown then.
                 let outcome = tokio::select! {
                     outcome = tokio::time::timeout_at(deadline, forward) => outcome,
-                    () = self.leader_changes_from(leader) => {
+                    () = leader_changes_from(&self.raft, leader) => {
                         return Err(MetaError::Unavailable(
                             "the metadata leader changed while the command was in flight".to_owned(),
                         ));
@@ -604,18 +609,10 @@ impl Meta {
         }
     }
 
-    /// Completes once this node knows of a leader other than `leader`.
-    async fn leader_changes_from(&self, leader: u64) {
-        let mut metrics = self.raft.metrics();
-        loop {
-            let current = metrics.borrow_watched().current_leader;
-            if current.is_some() && current != Some(leader) {
-                return;
-            }
-            if metrics.changed().await.is_err() {
-                return std::future::pending().await;
-            }
-        }
+    async fn wait_for_leader(&self, deadline: tokio::time::Instant) -> Result<u64, MetaError> {
+        wait_for_leader(&self.raft, deadline)
+            .await
+            .ok_or_else(|| MetaError::Unavailable("the metadata group has no leader".to_owned()))
     }
 
     fn member_node(&self, id: u64) -> Option<PeerNode> {
@@ -626,23 +623,6 @@ impl Meta {
             .nodes()
             .find(|(nid, _)| **nid == id)
             .map(|(_, node)| node.clone())
-    }
-
-    async fn wait_for_leader(&self, deadline: tokio::time::Instant) -> Result<u64, MetaError> {
-        let mut metrics = self.raft.metrics();
-        loop {
-            if let Some(leader) = metrics.borrow_watched().current_leader {
-                return Ok(leader);
-            }
-            match tokio::time::timeout_at(deadline, metrics.changed()).await {
-                Ok(Ok(())) => {}
-                _ => {
-                    return Err(MetaError::Unavailable(
-                        "the metadata group has no leader".to_owned(),
-                    ));
-                }
-            }
-        }
     }
 
     async fn wait_applied(

@@ -9,6 +9,7 @@
 //! Nothing uses this crate yet.
 
 mod error;
+mod leader;
 mod log_store;
 mod membership;
 #[cfg(test)]
@@ -16,6 +17,7 @@ mod testing;
 mod transport;
 
 pub use error::LogStoreError;
+pub use leader::{leader_changes_from, wait_for_leader};
 pub use log_store::{EntryTerm, LogReader, LogStore, Sealer};
 pub use membership::{AddMember, MembershipError, add_member};
 pub use transport::{
