@@ -245,10 +245,20 @@ impl Broker {
         self.inner.meta.shutdown().await;
     }
 
-    /// Joins the cluster (when asked to), waits for a metadata leader, then finishes the
-    /// control operations of every stream.
+    /// Joins the cluster (when asked to, in the background), waits until this node is a
+    /// member with a metadata leader, finishes the control operations of every stream, then
+    /// follows the metadata.
     async fn start_in_cluster(&self) {
-        self.inner.meta.join().await;
+        // Joining (learner, then voter) runs beside the rest: a node that is a member
+        // already hosts replicas, even while its promotion to voter is still pending.
+        let joining = self.clone();
+        let cancel = self.inner.cancel.clone();
+        self.inner.tasks.spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = joining.inner.meta.join() => {}
+            }
+        });
         let mut applied = self.inner.meta.watch_applied();
         while !self.inner.meta.ready() {
             tokio::select! {
