@@ -327,18 +327,18 @@ async fn raft_gauges_report_replicas_leaders_and_the_metadata_leader() {
             let text = sluice_tests::http_get(node.kinesis_addr, "/metrics")
                 .await
                 .1;
-            gauge(&text, "sluice_shard_replicas") == Some(2.0)
-                && gauge(&text, "sluice_metadata_leader_known") == Some(1.0)
-                && gauge(&text, "sluice_shards_leaderless") == Some(0.0)
-                && gauge(&text, "sluice_metadata_term").is_some_and(|t| t >= 1.0)
+            gauge(&text, "sluice_raft_shard_replicas") == Some(2.0)
+                && gauge(&text, "sluice_raft_metadata_leader_known") == Some(1.0)
+                && gauge(&text, "sluice_raft_shards_leaderless") == Some(0.0)
+                && gauge(&text, "sluice_raft_metadata_term").is_some_and(|t| t >= 1.0)
         })
         .await;
         let text = sluice_tests::http_get(node.kinesis_addr, "/metrics")
             .await
             .1;
-        leaders += gauge(&text, "sluice_shard_leaders").expect("shard leaders");
+        leaders += gauge(&text, "sluice_raft_shard_leaders").expect("shard leaders");
         assert_eq!(
-            gauge(&text, "sluice_shards_under_replicated"),
+            gauge(&text, "sluice_raft_shards_under_replicated"),
             Some(0.0),
             "{text}"
         );

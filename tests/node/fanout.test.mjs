@@ -53,7 +53,19 @@ async function within(ms, what, promise) {
 }
 
 /** Registers a consumer and waits until it is ACTIVE; returns its ARN. */
+/** Waits until the stream is ACTIVE (after creation, or after a split leaves it UPDATING). */
+async function streamActive() {
+  await poll("stream ACTIVE", async () => {
+    const { StreamDescriptionSummary: s } = await client.send(
+      new DescribeStreamSummaryCommand({ StreamName: streamName }),
+    );
+    return s.StreamStatus === "ACTIVE";
+  });
+}
+
 async function activeConsumer(name) {
+  // A stream that is not ACTIVE refuses new consumers, as Kinesis does.
+  await streamActive();
   const { Consumer } = await client.send(
     new RegisterStreamConsumerCommand({ StreamARN: streamARN, ConsumerName: name }),
   );
@@ -126,12 +138,7 @@ test("the client talks HTTP/2 (default handler)", () => {
 
 test("a one-shard stream becomes ACTIVE", async () => {
   await client.send(new CreateStreamCommand({ StreamName: streamName, ShardCount: 1 }));
-  await poll("stream ACTIVE", async () => {
-    const { StreamDescriptionSummary: s } = await client.send(
-      new DescribeStreamSummaryCommand({ StreamName: streamName }),
-    );
-    return s.StreamStatus === "ACTIVE";
-  });
+  await streamActive();
 });
 
 test("SubscribeToShard from LATEST delivers records put afterwards, then the split's children", async () => {

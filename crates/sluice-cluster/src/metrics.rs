@@ -781,37 +781,37 @@ pub const UNDER_REPLICATED_LAG: u64 = 1_000;
 impl RaftGauges {
     fn register(&self, sluice: &mut Registry) {
         sluice.register(
-            "metadata_leader_known",
+            "raft_metadata_leader_known",
             "1 while this node knows a leader of the metadata group",
             self.metadata_leader_known.clone(),
         );
         sluice.register(
-            "metadata_term",
+            "raft_metadata_term",
             "Current term of the metadata group on this node",
             self.metadata_term.clone(),
         );
         sluice.register(
-            "shard_replicas",
+            "raft_shard_replicas",
             "Shard replicas hosted on this node",
             self.shard_replicas.clone(),
         );
         sluice.register(
-            "shard_leaders",
+            "raft_shard_leaders",
             "Shard groups this node leads",
             self.shard_leaders.clone(),
         );
         sluice.register(
-            "shards_leaderless",
+            "raft_shards_leaderless",
             "Shard groups hosted here that know no leader",
             self.shards_leaderless.clone(),
         );
         sluice.register(
-            "shards_under_replicated",
+            "raft_shards_under_replicated",
             "Shard groups led here with a replica unreachable or more than 1000 entries behind",
             self.shards_under_replicated.clone(),
         );
         sluice.register(
-            "replication_max_lag_entries",
+            "raft_replication_max_lag_entries",
             "Largest lag, in Raft entries, of a follower behind its leader among the groups led here",
             self.replication_max_lag.clone(),
         );
