@@ -195,7 +195,18 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
 }
 
 fn init_tracing(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+    // openraft reports every election, membership step and failed heartbeat of every group
+    // (one per shard): unless the filter names it, only its warnings are kept, and a peer
+    // that is down is not reported once per heartbeat.
+    let level = if config.log_level.contains("openraft") {
+        config.log_level.clone()
+    } else {
+        format!(
+            "{},openraft=warn,openraft::core::heartbeat=error",
+            config.log_level
+        )
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match config.log_format {
