@@ -321,6 +321,9 @@ impl Broker {
 
     /// Stops the replicas of a deleted stream and removes its directory.
     async fn drop_local_stream(&self, name: &str, created_ms: u64) -> Result<(), BrokerError> {
+        // The settling of a DeleteStream and the reconcile loop may both drop a stream:
+        // one at a time, like opens.
+        let _opening = self.inner.opening.lock().await;
         let removed: Vec<Arc<Replica>> = {
             let mut replicas = self.inner.replicas.write();
             let keys: Vec<ShardKey> = replicas
@@ -343,12 +346,13 @@ impl Broker {
             .data_dir
             .join("streams")
             .join(format!("{name}.{created_ms}"));
-        if tokio::fs::try_exists(&dir).await.unwrap_or(false) {
-            tokio::fs::remove_dir_all(&dir)
-                .await
-                .map_err(|e| BrokerError::Storage(sluice_storage::StorageError::from(e)))?;
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(BrokerError::Storage(sluice_storage::StorageError::from(
+                error,
+            ))),
         }
-        Ok(())
     }
 
     /// Opens the logs of a stream's shards (and closes those the metadata says are closed).
