@@ -654,7 +654,7 @@ impl Broker {
         let mut ending = EndingOffsets::new();
         let mut closed = Vec::new();
         for shard in closing {
-            let replica = self.replica(stream, *shard).await?;
+            let (_, replica) = self.replica(stream, *shard).await?;
             let last = replica.close().await.map_err(write_error)?;
             ending.insert(*shard, last);
             closed.push(replica);
@@ -836,15 +836,21 @@ impl Broker {
         (nodes, preferred)
     }
 
-    /// The Raft group of a shard hosted here (opened on first use).
-    async fn replica(&self, stream: &Stream, shard: u32) -> Result<Arc<Replica>, BrokerError> {
-        self.open_shard_log(stream, shard).await?;
-        self.inner
+    /// The log and the Raft group of a shard hosted here (opened on first use).
+    async fn replica(
+        &self,
+        stream: &Stream,
+        shard: u32,
+    ) -> Result<(Arc<ShardLog>, Arc<Replica>), BrokerError> {
+        let log = self.open_shard_log(stream, shard).await?;
+        let replica = self
+            .inner
             .replicas
             .read()
             .get(&(stream.name.clone(), stream.created_ms, shard))
             .cloned()
-            .ok_or_else(|| self.stream_not_found(&stream.name))
+            .ok_or_else(|| self.stream_not_found(&stream.name))?;
+        Ok((log, replica))
     }
 
     /// A shard log this node has already opened.
@@ -1063,8 +1069,7 @@ impl Broker {
             let now = self.now_ms();
             let mut appends = tokio::task::JoinSet::new();
             for (shard, batch) in batches {
-                let log = self.open_shard_log(&stream, shard).await?;
-                let replica = self.replica(&stream, shard).await?;
+                let (log, replica) = self.replica(&stream, shard).await?;
                 let sizes: Vec<u64> = batch
                     .iter()
                     .map(|(_, r)| (r.partition_key.len() + r.data.len()) as u64)

@@ -87,11 +87,7 @@ pub struct Common {
 }
 
 pub fn run(command: AuthCommand) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("start the runtime")?;
-    runtime.block_on(async move {
+    crate::block_on(async move {
         match command {
             AuthCommand::Key(command) => key(command).await,
             AuthCommand::Policy(command) => policy(command).await,

@@ -2,7 +2,6 @@
 //! each shard's replicas and leader) over the native gRPC API.
 
 use crate::grpc::{self, status_error};
-use anyhow::Context;
 use serde_json::json;
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::node_client::NodeClient;
@@ -21,11 +20,7 @@ pub enum ClusterCommand {
 }
 
 pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("start the runtime")?;
-    runtime.block_on(async move {
+    crate::block_on(async move {
         match command {
             ClusterCommand::Status { node, output } => status(node, output == "json").await,
         }

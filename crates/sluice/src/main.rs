@@ -194,6 +194,15 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     })
 }
 
+/// Runs one client command on a current-thread runtime.
+fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(future: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the runtime")?
+        .block_on(future)
+}
+
 fn init_tracing(config: &Config) {
     // openraft reports every election, membership step and failed heartbeat of every group
     // (one per shard): unless the filter names it, only its warnings are kept, and a peer

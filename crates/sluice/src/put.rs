@@ -42,11 +42,7 @@ struct Pending {
 }
 
 pub fn run(args: PutArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("start the runtime")?;
-    runtime.block_on(put(args))
+    crate::block_on(put(args))
 }
 
 fn partition_key(args: &PutArgs, line: &str, number: usize) -> anyhow::Result<String> {

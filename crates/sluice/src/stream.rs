@@ -135,11 +135,7 @@ fn parse_tag(text: &str) -> Result<(String, String), String> {
 }
 
 pub fn run(command: StreamCommand) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("start the runtime")?;
-    runtime.block_on(async move {
+    crate::block_on(async move {
         match command {
             StreamCommand::Autoscale(args) => autoscale(args).await,
             StreamCommand::Create {

@@ -67,11 +67,7 @@ enum Event {
 }
 
 pub fn run(args: TailArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("start the runtime")?;
-    runtime.block_on(tail(args))
+    crate::block_on(tail(args))
 }
 
 fn position(args: &TailArgs, first: bool) -> pb::StartingPosition {
