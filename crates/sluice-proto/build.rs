@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         root.join("sluice/v1/sluice.proto"),
         root.join("sluice/peer/v1/peer.proto"),
+        root.join("sluice/peer/v1/shard.proto"),
     ];
     println!("cargo:rerun-if-changed={}", root.display());
     let descriptors = protox::compile(&files, [&root])?;

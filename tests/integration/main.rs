@@ -14,6 +14,7 @@ mod metrics;
 mod protocol;
 mod records;
 mod resharding;
+mod routing;
 mod streams;
 mod throttling;
 mod tls;

@@ -6,7 +6,7 @@ use crate::error::BrokerError;
 use crate::iterator::ShardIterator;
 use crate::metrics::{Metrics, ShardLevel, gauge_value};
 use crate::record::StoredRecord;
-use crate::replica::{Replica, WriteError, group_id};
+use crate::replica::{Replica, ShardCommand, ShardResponse, WriteError, group_id};
 use crate::shard::ShardLog;
 use crate::throttle::{ShardLimits, ShardLimitsConfig, rate_exceeded_message};
 use bytes::Bytes;
@@ -165,6 +165,8 @@ struct Inner {
     replicas: RwLock<HashMap<ShardKey, Arc<Replica>>>,
     /// Held while a shard log is being opened.
     opening: tokio::sync::Mutex<()>,
+    /// Clients of other nodes' shard service, for shards held elsewhere.
+    remote: remote::Peers,
     scaler: parking_lot::Mutex<autoscale::ScalerState>,
     metrics: Metrics,
     /// Parsed identity and resource policies, for `authorize`.
@@ -182,6 +184,7 @@ impl Broker {
     /// operations a crash interrupted, and starts the retention task.
     pub async fn open(config: BrokerConfig) -> Result<Broker, BrokerError> {
         let router = Router::new(config.peer_local_ip);
+        let remote = remote::Peers::new(config.peer_local_ip);
         router.set_identity(config.node.id, &config.node.node.grpc);
         let groups = Groups::new(router.clone());
         let meta = Meta::open(
@@ -205,6 +208,7 @@ impl Broker {
                 router,
                 replicas: RwLock::new(HashMap::new()),
                 opening: tokio::sync::Mutex::new(()),
+                remote,
                 scaler: parking_lot::Mutex::new(autoscale::ScalerState::default()),
                 metrics: Metrics::default(),
                 policy_cache: access::PolicyCache::default(),
@@ -654,14 +658,27 @@ impl Broker {
         let mut ending = EndingOffsets::new();
         let mut closed = Vec::new();
         for shard in closing {
-            let (_, replica) = self.replica(stream, *shard).await?;
-            let last = replica.close().await.map_err(write_error)?;
+            let last = match self
+                .write_shard_group(stream, *shard, ShardCommand::Close)
+                .await
+                .map_err(write_error)?
+            {
+                ShardResponse::ClosedAt { last } => last,
+                other => {
+                    return Err(BrokerError::Replication(format!(
+                        "closing a shard answered {other:?}"
+                    )));
+                }
+            };
             ending.insert(*shard, last);
-            closed.push(replica);
+            closed.push(*shard);
         }
         if let Err(error) = self.propose(command(ending)).await {
-            for replica in closed {
-                if let Err(reopen) = replica.reopen().await {
+            for shard in closed {
+                if let Err(reopen) = self
+                    .write_shard_group(stream, shard, ShardCommand::Reopen)
+                    .await
+                {
                     tracing::warn!(error = ?reopen, "could not reopen a shard");
                 }
             }
@@ -1069,22 +1086,26 @@ impl Broker {
             let now = self.now_ms();
             let mut appends = tokio::task::JoinSet::new();
             for (shard, batch) in batches {
-                let (log, replica) = self.replica(&stream, shard).await?;
-                let sizes: Vec<u64> = batch
-                    .iter()
-                    .map(|(_, r)| (r.partition_key.len() + r.data.len()) as u64)
-                    .collect();
-                // On-demand streams scale instead of throttling.
-                let admitted = if stream.mode != StreamMode::Provisioned {
-                    vec![true; sizes.len()]
-                } else if in_order {
-                    log.admit_writes_in_order(&sizes, now)
-                } else {
-                    log.admit_writes(&sizes, now)
-                };
+                let broker = self.clone();
+                let stream = stream.clone();
+                let key = key.clone();
+                appends.spawn(async move {
+                    let data: Vec<(String, Bytes)> = batch
+                        .iter()
+                        .map(|(_, r)| (r.partition_key.clone(), r.data.clone()))
+                        .collect();
+                    let written = broker
+                        .append_shard(&stream, shard, data, now, key, in_order)
+                        .await;
+                    (shard, batch, written)
+                });
+            }
+            while let Some(joined) = appends.join_next().await {
+                let (shard, batch, written) = joined?;
+                let written = written?;
                 let (batch, throttled): (Vec<_>, Vec<_>) = batch
                     .into_iter()
-                    .zip(admitted)
+                    .zip(written.admitted)
                     .partition(|(_, admitted)| *admitted);
                 if !throttled.is_empty() {
                     metrics
@@ -1107,21 +1128,9 @@ impl Broker {
                 }
                 let batch: Vec<(usize, PutRecordInput)> =
                     batch.into_iter().map(|(entry, _)| entry).collect();
-                if batch.is_empty() {
+                let Some(outcome) = written.outcome else {
                     continue;
-                }
-                let key = key.clone();
-                appends.spawn(async move {
-                    let data: Vec<(String, Bytes)> = batch
-                        .iter()
-                        .map(|(_, r)| (r.partition_key.clone(), r.data.clone()))
-                        .collect();
-                    let outcome = replica.append(data, now, key).await;
-                    (shard, batch, outcome)
-                });
-            }
-            while let Some(joined) = appends.join_next().await {
-                let (shard, batch, outcome) = joined?;
+                };
                 match outcome {
                     Ok(appended) => {
                         let bytes = batch
@@ -1229,8 +1238,7 @@ impl Broker {
             .ok()
             .filter(|id| stream.shard(*id).is_some())
             .ok_or_else(|| self.shard_not_found(name, shard_text))?;
-        let log = self.open_shard_log(&stream, shard.0).await?;
-        let offset = self.start_offset(name, shard, &log, start).await?;
+        let offset = self.start_offset(&stream, shard, start).await?;
         Ok(ShardIterator {
             issued_ms: self.now_ms(),
             stream_created_ms: stream.created_ms,
@@ -1244,11 +1252,11 @@ impl Broker {
     /// The log offset a new iterator or subscription starts at.
     async fn start_offset(
         &self,
-        name: &str,
+        stream: &Stream,
         shard: ShardId,
-        log: &ShardLog,
         start: IteratorStart,
     ) -> Result<u64, BrokerError> {
+        let name = &stream.name;
         let account = &self.inner.config.identity.account;
         let parse_sequence = |text: &str| -> Result<SequenceNumber, BrokerError> {
             let sequence = SequenceNumber::parse(text).map_err(|_| {
@@ -1265,11 +1273,24 @@ impl Broker {
             Ok(sequence)
         };
         Ok(match start {
-            IteratorStart::TrimHorizon => log.first_offset(),
-            IteratorStart::Latest => log.commit_point(),
+            IteratorStart::TrimHorizon => {
+                self.describe_shard(stream, shard.0, None)
+                    .await?
+                    .0
+                    .first_offset
+            }
+            IteratorStart::Latest => {
+                self.describe_shard(stream, shard.0, None)
+                    .await?
+                    .0
+                    .commit_point
+            }
             IteratorStart::AtSequence(text) => parse_sequence(&text)?.record_offset().unwrap_or(0),
             IteratorStart::AfterSequence(text) => parse_sequence(&text)?.next_offset(),
-            IteratorStart::AtTimestampMs(ms) => log.offset_at_timestamp(ms).await?,
+            IteratorStart::AtTimestampMs(ms) => {
+                let (stats, at) = self.describe_shard(stream, shard.0, Some(ms)).await?;
+                at.unwrap_or(stats.commit_point)
+            }
         })
     }
 
@@ -1297,31 +1318,35 @@ impl Broker {
         let shard = stream
             .shard(shard_id)
             .ok_or_else(|| self.shard_not_found(&position.stream, &shard_id.to_string()))?;
-        let log = self.open_shard_log(&stream, shard_id.0).await?;
         let metrics = self.inner.metrics.for_stream(&position.stream);
         let per_shard = metrics.shard(shard_id.0, ShardLevel::of(&stream.enhanced_metrics));
         let limited = stream.mode == StreamMode::Provisioned;
-        if limited && !log.admit_read_call(now) {
-            metrics.read_throughput_exceeded.inc();
-            if let Some(counter) = &per_shard.read_throughput_exceeded {
-                counter.inc();
+        let read = self
+            .read_shard(
+                &stream,
+                shard_id.0,
+                position.offset,
+                limit,
+                MAX_GET_RECORDS_BYTES,
+                now,
+                limited,
+                Duration::ZERO,
+            )
+            .await;
+        let (records, stats) = match read {
+            Err(BrokerError::ThroughputExceeded(message)) => {
+                metrics.read_throughput_exceeded.inc();
+                if let Some(counter) = &per_shard.read_throughput_exceeded {
+                    counter.inc();
+                }
+                return Err(BrokerError::ThroughputExceeded(message));
             }
-            return Err(BrokerError::ThroughputExceeded(rate_exceeded_message(
-                &shard_id.to_string(),
-                &position.stream,
-                &self.inner.config.identity.account,
-            )));
-        }
-        let records = log
-            .read(position.offset, limit, MAX_GET_RECORDS_BYTES)
-            .await?;
+            other => other?,
+        };
         let read_bytes: usize = records
             .iter()
             .map(|r| r.data.len() + r.partition_key.len())
             .sum();
-        if limited {
-            log.charge_read_bytes(read_bytes as u64, now);
-        }
         metrics.get_records_records.inc_by(records.len() as u64);
         metrics.get_records_bytes.inc_by(read_bytes as u64);
         if let Some(counter) = &per_shard.outgoing_records {
@@ -1332,12 +1357,12 @@ impl Broker {
         }
         let next_offset = records
             .last()
-            .map_or(position.offset.max(log.first_offset()), |r| r.offset + 1);
-        let commit_point = log.commit_point();
-        let millis_behind_latest = if next_offset >= commit_point {
+            .map_or(position.offset.max(stats.first_offset), |r| r.offset + 1);
+        let millis_behind_latest = if next_offset >= stats.commit_point {
             0
         } else {
-            log.newest_timestamp_ms()
+            stats
+                .newest_timestamp_ms
                 .saturating_sub(records.last().map_or(now, |r| r.arrival_ms))
         };
         let finished = match shard.closed {
@@ -1429,6 +1454,7 @@ fn format_time(ms: u64) -> String {
 mod access;
 mod autoscale;
 mod encryption;
+mod remote;
 mod subscribe;
 
 pub use access::{AccessKeySummary, Caller, NewAccessKey};

@@ -464,6 +464,18 @@ impl Replica {
         (leads, metrics.current_leader.is_some(), under, max_lag)
     }
 
+    /// The replica's Raft handle (membership changes and leadership transfers).
+    #[allow(dead_code)]
+    pub(crate) fn raft(&self) -> &Raft<ShardTypes, ShardMachine> {
+        &self.raft
+    }
+
+    /// The group's transport id.
+    #[allow(dead_code)]
+    pub(crate) fn group(&self) -> &Arc<str> {
+        &self.group
+    }
+
     /// The group's leader as this replica knows it.
     pub fn leader(&self) -> Option<u64> {
         self.raft.metrics().borrow_watched().current_leader
@@ -541,20 +553,6 @@ impl Replica {
             ShardResponse::Failed(reason) => Err(WriteError::Failed(reason)),
             other => Err(WriteError::Failed(format!("unexpected answer {other:?}"))),
         }
-    }
-
-    /// Closes the shard on every replica; the offset of its last record.
-    pub async fn close(&self) -> Result<Option<u64>, WriteError> {
-        match self.write(ShardCommand::Close).await? {
-            ShardResponse::ClosedAt { last } => Ok(last),
-            ShardResponse::Failed(reason) => Err(WriteError::Failed(reason)),
-            other => Err(WriteError::Failed(format!("unexpected answer {other:?}"))),
-        }
-    }
-
-    /// Reopens a shard whose close was not committed to the metadata.
-    pub async fn reopen(&self) -> Result<(), WriteError> {
-        self.write(ShardCommand::Reopen).await.map(|_| ())
     }
 
     /// Stops the group and forgets it on the transport.

@@ -197,6 +197,7 @@ pub async fn serve(
     let data_service = sluice_grpc::data_service(broker.clone(), access.clone());
     let auth_service = sluice_grpc::auth_service(broker.clone(), access);
     let peer_service = broker.peer_service();
+    let shard_service = broker.shard_service();
     let mut grpc_stop = stop_rx.clone();
     tasks.spawn(async move {
         let router = tonic::transport::Server::builder()
@@ -205,7 +206,8 @@ pub async fn serve(
             .add_service(fan_out_service)
             .add_service(data_service)
             .add_service(auth_service)
-            .add_service(peer_service);
+            .add_service(peer_service)
+            .add_service(shard_service);
         let accept_stop = grpc_stop.clone();
         let stopped = async move {
             let _ = grpc_stop.wait_for(|stop| *stop).await;

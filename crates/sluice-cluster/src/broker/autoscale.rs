@@ -91,8 +91,8 @@ impl Broker {
         let limits = &self.inner.config.shard_limits;
         let mut measured = Vec::new();
         for shard in stream.open_shards() {
-            let log = self.open_shard_log(stream, shard.id).await?;
-            let (records, bytes) = log.written_totals();
+            let (stats, _) = self.describe_shard(stream, shard.id, None).await?;
+            let (records, bytes) = (stats.written_records, stats.written_bytes);
             let key = (stream.name.clone(), stream.created_ms, shard.id);
             let current = Sample {
                 at_ms: now,

@@ -99,8 +99,7 @@ impl Broker {
             .ok()
             .filter(|id| stream.shard(*id).is_some())
             .ok_or_else(|| self.shard_not_found(&name, shard_text))?;
-        let log = self.open_shard_log(&stream, shard.0).await?;
-        let offset = self.start_offset(&name, shard, &log, start).await?;
+        let offset = self.start_offset(&stream, shard, start).await?;
 
         let now = self.now_ms();
         let key = (consumer_arn.to_owned(), shard.0);
@@ -200,19 +199,20 @@ impl Broker {
                     .await;
                 return;
             };
-            let log = match self.open_shard_log(&stream, shard.0).await {
-                Ok(log) => log,
-                Err(error) => {
-                    let _ = sender.send(Err(error)).await;
-                    return;
-                }
-            };
-            let mut commits = log.watch_commit_point();
-            let records = match log
-                .read(offset, MAX_EVENT_RECORDS, CONSUMER_BYTES_PER_SEC as usize)
-                .await
-            {
-                Ok(records) => records,
+            let read = self
+                .read_shard(
+                    &stream,
+                    shard.0,
+                    offset,
+                    MAX_EVENT_RECORDS,
+                    CONSUMER_BYTES_PER_SEC as usize,
+                    self.now_ms(),
+                    false,
+                    Duration::ZERO,
+                )
+                .await;
+            let (records, stats) = match read {
+                Ok(read) => read,
                 Err(error) => {
                     let _ = sender.send(Err(error)).await;
                     return;
@@ -225,9 +225,9 @@ impl Broker {
             if let Some(last) = records.last() {
                 offset = last.offset + 1;
             } else {
-                offset = offset.max(log.first_offset());
+                offset = offset.max(stats.first_offset);
             }
-            let commit_point = log.commit_point();
+            let commit_point = stats.commit_point;
             let finished = match shard_meta.closed {
                 Some(Some(ending)) => offset > ending,
                 Some(None) => true,
@@ -237,7 +237,8 @@ impl Broker {
             let millis_behind_latest = if offset >= commit_point {
                 0
             } else {
-                log.newest_timestamp_ms()
+                stats
+                    .newest_timestamp_ms
                     .saturating_sub(records.last().map_or(now, |r| r.arrival_ms))
             };
             let had_records = !records.is_empty();
@@ -299,12 +300,9 @@ impl Broker {
                 }
                 _ = tokio::time::sleep_until(deadline) => return,
                 _ = sender.closed() => return,
-                changed = async { commits.wait_for(|point| *point > offset).await.map(|_| ()) } => {
-                    if changed.is_err() {
-                        // The shard's log went away (stream deleted): loop to report it.
-                        continue;
-                    }
-                }
+                // Whatever the wait's outcome (a commit, an error such as the stream's
+                // deletion), the loop reads again and reports what it finds.
+                _ = self.wait_for_commit(&stream, shard.0, offset, HEARTBEAT) => {}
                 // A split or merge may have finished the shard.
                 _ = metadata.changed() => {}
                 _ = heartbeat => heartbeat_due = true,
