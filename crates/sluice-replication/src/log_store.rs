@@ -41,9 +41,13 @@
 //!   before it returns, and queues its callback; a blocking task then runs
 //!   `Log::sync` (group commit) and completes the queued callbacks, in append order,
 //!   once they are durable.
-//! * Every other write (vote, committed, truncate, purge) first makes every earlier
-//!   append durable and completes its callback, so writes reach the disk in the order
-//!   openraft issued them, and a saved vote or committed id is never ahead of the log.
+//! * Every other write (vote, truncate, purge) first makes every earlier append durable
+//!   and completes its callback, so writes reach the disk in the order openraft issued
+//!   them, and a saved vote or committed id is never ahead of the log.
+//! * The committed id is kept in memory and reaches the state file with the next of those
+//!   writes: Raft needs no durable commit index (a restarted replica learns it from the
+//!   leader, and an older one is still committed), and writing it at every commit would
+//!   cost three fsyncs before each apply.
 //! * The vote is durable before `save_vote` returns (state file: temp, fsync, rename,
 //!   fsync the directory). Purge writes the purged id first and deletes segments after.
 //!   Truncation is durable when `Log::truncate_from` returns.
@@ -73,6 +77,7 @@ use std::io;
 use std::ops::{Bound, Range, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The segment log's directory inside the store directory.
@@ -81,6 +86,119 @@ const LOG_DIR: &str = "log";
 const READ_BATCH_ENTRIES: usize = 4096;
 /// ...and about this many payload bytes (at least one entry).
 const READ_BATCH_BYTES: usize = 4 << 20;
+/// The newest entries of one store kept in memory for replication, in encoded bytes.
+const RECENT_BYTES_PER_STORE: usize = 8 << 20;
+/// ... and of every store of the process together: idle groups cannot pin much memory.
+const RECENT_BYTES_TOTAL: usize = 256 << 20;
+/// Bytes held by the recent-entry caches of every store.
+static RECENT_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// The newest appended entries, contiguous, with their encoded sizes: a leader sends
+/// each entry to every follower right after appending it, and serving those reads from
+/// memory saves reading and decoding them again.
+struct Recent<C: RaftTypeConfig> {
+    entries: VecDeque<(C::Entry, usize)>,
+    bytes: usize,
+}
+
+impl<C: RaftTypeConfig> Recent<C>
+where
+    C::Entry: Clone,
+{
+    fn new() -> Self {
+        Recent {
+            entries: VecDeque::new(),
+            bytes: 0,
+        }
+    }
+
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|(e, _)| e.index())
+    }
+
+    fn pop_front(&mut self) {
+        if let Some((_, size)) = self.entries.pop_front() {
+            self.bytes -= size;
+            RECENT_BYTES.fetch_sub(size, Ordering::Relaxed);
+        }
+    }
+
+    fn clear(&mut self) {
+        while !self.entries.is_empty() {
+            self.pop_front();
+        }
+    }
+
+    /// Adds entries that follow the cached ones (a gap starts the cache over).
+    fn push(&mut self, entries: &[C::Entry], sizes: &[usize]) {
+        let Some(first) = entries.first() else {
+            return;
+        };
+        let follows = self
+            .entries
+            .back()
+            .is_none_or(|(last, _)| last.index() + 1 == first.index());
+        if !follows {
+            self.clear();
+        }
+        for (entry, size) in entries.iter().zip(sizes) {
+            while !self.entries.is_empty()
+                && (self.bytes + size > RECENT_BYTES_PER_STORE
+                    || RECENT_BYTES.load(Ordering::Relaxed) + size > RECENT_BYTES_TOTAL)
+            {
+                self.pop_front();
+            }
+            if RECENT_BYTES.load(Ordering::Relaxed) + size > RECENT_BYTES_TOTAL
+                || *size > RECENT_BYTES_PER_STORE
+            {
+                // No room: later entries would not follow the cached ones either.
+                self.clear();
+                return;
+            }
+            self.entries.push_back((entry.clone(), *size));
+            self.bytes += size;
+            RECENT_BYTES.fetch_add(*size, Ordering::Relaxed);
+        }
+    }
+
+    /// Drops the entries from index `from` on.
+    fn truncate_from(&mut self, from: u64) {
+        while let Some((last, _)) = self.entries.back() {
+            if last.index() < from {
+                break;
+            }
+            if let Some((_, size)) = self.entries.pop_back() {
+                self.bytes -= size;
+                RECENT_BYTES.fetch_sub(size, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Entries `[from, to)` if the cache holds all of them, bounded like a log read.
+    fn get(&self, from: u64, to: u64, max_entries: usize, max_bytes: usize) -> Option<Vec<C::Entry>> {
+        let first = self.first_index()?;
+        let last = self.entries.back()?.0.index();
+        if from < first || to > last + 1 {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for (entry, size) in self.entries.range((from - first) as usize..(to - first) as usize) {
+            if !out.is_empty() && (out.len() >= max_entries || bytes + size > max_bytes) {
+                break;
+            }
+            bytes += size;
+            out.push(entry.clone());
+        }
+        Some(out)
+    }
+}
+
+impl<C: RaftTypeConfig> Drop for Recent<C> {
+    fn drop(&mut self) {
+        RECENT_BYTES.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
 
 /// The term of a committed leader id, as the `u64` the segment log keeps beside each
 /// entry (`EntryRef::term`). Implemented for openraft's two leader-id kinds with terms
@@ -222,6 +340,8 @@ struct Shared<C: RaftTypeConfig> {
     hard: RwLock<HardState<C>>,
     writer: Mutex<Writer<C>>,
     pending: Mutex<VecDeque<Pending<C>>>,
+    /// The newest entries, for replication reads; changed under the writer lock.
+    recent: Mutex<Recent<C>>,
 }
 
 /// Raft log storage for one Raft group over a `sluice_storage::Log`. See the module
@@ -248,6 +368,7 @@ impl<C> LogStore<C>
 where
     C: RaftTypeConfig,
     CommittedLeaderIdOf<C>: EntryTerm,
+    C::Entry: Clone,
 {
     /// Opens (creating if absent) the store in `dir` and recovers its segment log (a
     /// torn tail is cut: see `Log::open`). `cfg.fsync` also governs the state file; only
@@ -317,6 +438,7 @@ where
                 last_ts,
             }),
             pending: Mutex::new(VecDeque::new()),
+            recent: Mutex::new(Recent::new()),
         };
         let last = shared.last_live_log_id(&shared.hard.read())?;
         shared.writer.lock().last = last;
@@ -342,6 +464,7 @@ impl<C> Shared<C>
 where
     C: RaftTypeConfig,
     CommittedLeaderIdOf<C>: EntryTerm,
+    C::Entry: Clone,
 {
     /// Entries with Raft index in `[start, end)` that the store serves, bounded by
     /// `max_entries` and about `max_bytes` (at least one entry).
@@ -358,6 +481,9 @@ where
         let to = end.min(live.end);
         if from >= to {
             return Ok(Vec::new());
+        }
+        if let Some(entries) = self.recent.lock().get(from, to, max_entries, max_bytes) {
+            return Ok(entries);
         }
         let raw = self.log.read(
             hard.log_index(from),
@@ -537,6 +663,8 @@ where
             }
         };
         debug_assert_eq!(first_log, hard.log_index(first));
+        let sizes: Vec<usize> = payloads.iter().map(Vec::len).collect();
+        self.recent.lock().push(&entries, &sizes);
         drop(hard);
         writer.last_ts = now;
         writer.last = entries.last().map(|e| e.log_id());
@@ -572,6 +700,7 @@ where
         } else {
             hard.log_index(from)
         };
+        self.recent.lock().truncate_from(from);
         // Entries below the log's first index are dead already (purged or truncated).
         self.log
             .truncate_from(from_log.max(self.log.first_index()))?;
@@ -596,6 +725,12 @@ where
             hard.log_index(purged_next).min(self.log.next_index())
         };
         *self.hard.write() = hard;
+        {
+            let mut recent = self.recent.lock();
+            while recent.first_index().is_some_and(|i| i < purged_next) {
+                recent.pop_front();
+            }
+        }
         if writer.last.as_ref().is_some_and(|l| l.index < purged_next) {
             writer.last = None;
         }
@@ -652,6 +787,7 @@ impl<C> RaftLogReader<C> for LogReader<C>
 where
     C: RaftTypeConfig,
     CommittedLeaderIdOf<C>: EntryTerm,
+    C::Entry: Clone,
 {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
@@ -680,6 +816,7 @@ impl<C> RaftLogStorage<C> for LogStore<C>
 where
     C: RaftTypeConfig,
     CommittedLeaderIdOf<C>: EntryTerm,
+    C::Entry: Clone,
 {
     type LogReader = LogReader<C>;
 
@@ -706,8 +843,12 @@ where
     }
 
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
-        let shared = Arc::clone(&self.shared);
-        Ok(blocking(move || shared.update_hard(|h| h.committed = committed)).await?)
+        // Not written now: see "Durability and order" in the module docs.
+        let mut hard = self.shared.hard.write();
+        if committed > hard.committed {
+            hard.committed = committed;
+        }
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {
