@@ -763,3 +763,126 @@ async fn a_write_forwarded_to_a_frozen_leader_is_answered_once_a_new_leader_is_e
     }
     cluster.resume(frozen);
 }
+
+/// Every segment file (`*.log`) under `dir` whose path contains `part`, largest first.
+fn segment_files(dir: &std::path::Path, part: &str) -> Vec<(u64, std::path::PathBuf)> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "log")
+                && path.to_string_lossy().contains(part)
+            {
+                let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                found.push((len, path));
+            }
+        }
+    }
+    found.sort_by(|a, b| b.cmp(a));
+    found
+}
+
+/// Flips one bit at `fraction` of the file's length: media damage inside a batch that
+/// valid batches follow.
+fn flip_bit(path: &std::path::Path, fraction: f64) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("open a segment");
+    let len = file.metadata().expect("segment metadata").len();
+    let at = (len as f64 * fraction) as u64;
+    let mut byte = [0u8];
+    file.seek(SeekFrom::Start(at)).expect("seek");
+    file.read_exact(&mut byte).expect("read a byte");
+    byte[0] ^= 0x10;
+    file.seek(SeekFrom::Start(at)).expect("seek");
+    file.write_all(&byte).expect("write the flipped byte");
+    file.sync_all().expect("sync the damage");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inv5_a_damaged_replica_repairs_itself_from_its_peers() {
+    let mut cluster = start_cluster().await;
+    let shards = create_stream(&cluster).await;
+    let load = Load::start(&cluster, STREAM);
+    load.wait_warmed_up(&shards).await;
+
+    // A power loss on one node: it dies at once, then its disk turns out damaged — a bit
+    // flipped inside a Raft log segment and inside a record log segment of every shard,
+    // and the newest bytes of each record log (written, not yet synced) gone.
+    let victim = 1;
+    cluster.kill9(victim);
+    let dir = cluster.node(victim).data_dir.join("streams");
+    let raft_segments: Vec<_> = segment_files(&dir, ".group")
+        .into_iter()
+        .filter(|(len, _)| *len > 1024)
+        .collect();
+    let record_segments: Vec<_> = segment_files(&dir, "")
+        .into_iter()
+        .filter(|(len, path)| *len > 1024 && !path.to_string_lossy().contains(".group"))
+        .collect();
+    assert!(
+        !raft_segments.is_empty() && !record_segments.is_empty(),
+        "segments under {}: {:?}",
+        dir.display(),
+        segment_files(&dir, "")
+    );
+    for (_, path) in &raft_segments {
+        flip_bit(path, 0.4);
+    }
+    for (len, path) in &record_segments {
+        flip_bit(path, 0.3);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("open a record segment")
+            .set_len(len - 100)
+            .expect("cut the unsynced tail");
+    }
+    // The writers go on through the two others meanwhile.
+    let damaged_at = Instant::now();
+    load.wait_for("writes while the damaged node is down", |a| {
+        acked_count(a, |x| x.started >= damaged_at) >= 30
+    })
+    .await;
+
+    cluster.restart(victim).await;
+    let restarted_at = Instant::now();
+    // The node found both kinds of damage on its own.
+    let log = std::fs::read_to_string(&cluster.node(victim).log_path).expect("the node's log");
+    assert!(
+        log.contains("raft log entries fail their checksum: cut the log"),
+        "the damaged Raft log was not detected"
+    );
+    assert!(
+        log.contains("a shard's record log is damaged: rebuilding it"),
+        "the damaged record log was not detected"
+    );
+    load.wait_resumed(restarted_at, cluster.node_count(), &shards)
+        .await;
+    // The repaired node now carries a majority with one other: losing the third node
+    // must not stop the writes, nor lose what was acknowledged.
+    let other = (victim + 1) % cluster.node_count();
+    cluster.kill9(other);
+    let killed_at = Instant::now();
+    load.wait_for("every shard to take a write with the repaired node", |a| {
+        shards.iter().all(|shard| {
+            a.iter()
+                .any(|x| x.started >= killed_at && x.acked_shard() == Some(shard.as_str()))
+        })
+    })
+    .await;
+    cluster.restart(other).await;
+    let healed_at = Instant::now();
+    load.wait_resumed(healed_at, cluster.node_count(), &shards)
+        .await;
+    stop_and_check(load, &cluster).await;
+}

@@ -34,10 +34,13 @@
 //! cluster.resume(0); // SIGCONT
 //! let added = cluster.add_node().await; // node 3 joins the running members
 //! assert_eq!(cluster.node(added).node_id, 4);
+//! let status = cluster.status(0).await.unwrap(); // members, placement, moves, as node 0 sees them
 //! # }
 //! ```
 
 use crate::faultproxy::NodeProxy;
+use sluice_proto::v1 as pb;
+use sluice_proto::v1::node_client::NodeClient;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -132,6 +135,8 @@ const LOG_TAIL_LINES: usize = 60;
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often process state and readiness are polled.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// How long [`Cluster::status`] waits for an answer.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Cluster {
     /// Starts `options.nodes` nodes: node 0 first (it bootstraps), then the others joining it;
@@ -378,6 +383,25 @@ impl Cluster {
         for member in &self.members {
             member.proxy.heal();
         }
+    }
+
+    /// The cluster as node `index` sees it: `sluice.v1.Node/GetClusterStatus` on the node's
+    /// own gRPC listener (past its proxy), within five seconds.
+    pub async fn status(&self, index: usize) -> Result<pb::GetClusterStatusResponse, String> {
+        let endpoint = format!("http://{}", self.node(index).grpc_addr);
+        let call = async move {
+            let mut client = NodeClient::connect(endpoint)
+                .await
+                .map_err(|error| format!("connect: {error}"))?;
+            client
+                .get_cluster_status(pb::GetClusterStatusRequest {})
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|status| format!("GetClusterStatus: {status}"))
+        };
+        tokio::time::timeout(STATUS_TIMEOUT, call)
+            .await
+            .map_err(|_| format!("GetClusterStatus timed out after {STATUS_TIMEOUT:?}"))?
     }
 
     /// Prints the last lines of every node's log to standard error (the test's output).

@@ -16,7 +16,7 @@ use sluice_meta::{
     StreamStatus,
 };
 use sluice_replication::{Groups, PeerNode, Router};
-use sluice_storage::{KeyProvider, LocalKeyring, LogConfig};
+use sluice_storage::{KeyProvider, LocalKeyring, LogConfig, StorageError};
 use sluice_types::limits::{ITERATOR_TTL_MS, MAX_GET_RECORDS_BYTES};
 use sluice_types::{SequenceNumber, ShardId, partition_key_hash};
 use std::collections::{BTreeMap, HashMap};
@@ -59,6 +59,11 @@ pub struct BrokerConfig {
     pub node: MetaNode,
     /// Outgoing peer connections are bound to this address (the node's listen IP).
     pub peer_local_ip: Option<std::net::IpAddr>,
+    /// A node the metadata leader has not heard from for this long is dead: the rebalancer
+    /// re-creates its replicas on other nodes.
+    pub dead_node_grace: Duration,
+    /// At most this many replica moves run at once across the cluster.
+    pub max_concurrent_moves: usize,
 }
 
 impl BrokerConfig {
@@ -79,6 +84,8 @@ impl BrokerConfig {
                 join: Vec::new(),
             },
             peer_local_ip: None,
+            dead_node_grace: Duration::from_secs(300),
+            max_concurrent_moves: 2,
         }
     }
 }
@@ -129,6 +136,8 @@ pub struct ShardPlacement {
     pub replicas: Vec<u64>,
     pub leader: Option<u64>,
     pub closed: bool,
+    /// The move of one of its replicas in progress.
+    pub moving: Option<sluice_meta::Move>,
 }
 
 /// A child shard reported at the end of a closed shard.
@@ -214,6 +223,15 @@ impl Broker {
                 policy_cache: access::PolicyCache::default(),
             }),
         };
+        // Node liveness and the pacemaker of the shard groups, which run without timers.
+        let pacing = broker.inner.groups.clone();
+        let cancel = broker.inner.cancel.clone();
+        broker.inner.tasks.spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = pacing.run_background() => {}
+            }
+        });
         // Shard logs open before the node serves; control operations a crash interrupted
         // are finished once the metadata group has a leader.
         let streams: Vec<Stream> = broker
@@ -280,7 +298,8 @@ impl Broker {
             }
         }
         // From now on, follow the metadata: open the replicas placed here, drop those of
-        // streams that are gone.
+        // streams that are gone and those moved away; the rebalancer moves replicas.
+        self.spawn_rebalancer();
         loop {
             if let Err(error) = self.reconcile().await {
                 tracing::warn!(%error, "could not follow the metadata yet");
@@ -292,8 +311,8 @@ impl Broker {
         }
     }
 
-    /// Opens the replicas the metadata places on this node and removes those of streams
-    /// that were deleted.
+    /// Opens the replicas the metadata places (or is moving) on this node and removes
+    /// those of streams that were deleted and those placed elsewhere now.
     async fn reconcile(&self) -> Result<(), BrokerError> {
         let streams: Vec<Stream> = self
             .inner
@@ -302,6 +321,7 @@ impl Broker {
         for stream in &streams {
             self.open_local_shards(stream).await?;
         }
+        self.drop_moved_replicas(&streams).await?;
         let live: std::collections::HashSet<(String, u64)> = streams
             .iter()
             .filter(|s| s.status != StreamStatus::Deleting)
@@ -365,14 +385,19 @@ impl Broker {
             return Ok(());
         }
         for shard in &stream.shards {
-            if !self.hosts(shard) {
+            if !self.keeps_replica(shard) {
                 continue;
             }
             self.open_shard_log(stream, shard.id).await?;
-            if shard.closed.is_some() {
-                // A close survives restarts: the metadata says so.
+            if let Some(ending) = shard.closed {
+                // A close survives restarts: the metadata says so. A replica that does not
+                // hold the shard's last record yet (a new one catching up, or one that lost
+                // its unsynced tail) applies the records and then the group's close entry,
+                // which closes it.
                 let log = self.hosted_shard_log(stream, shard.id)?;
-                tokio::task::spawn_blocking(move || log.close_blocking()).await??;
+                if ending.is_none_or(|last| log.commit_point() > last) {
+                    tokio::task::spawn_blocking(move || log.close_blocking()).await??;
+                }
             }
         }
         Ok(())
@@ -410,6 +435,7 @@ impl Broker {
                             .get(&(stream.name.clone(), stream.created_ms, shard.id))
                             .and_then(|r| r.leader()),
                         closed: shard.closed.is_some(),
+                        moving: shard.moving,
                     })
                 })
                 .collect()
@@ -783,18 +809,42 @@ impl Broker {
         let keys = Arc::clone(&self.inner.config.keys);
         let fsync_duration = self.inner.metrics.fsync_duration.clone();
         let log_dir = dir.clone();
+        let group_dir = dir.with_extension("group");
         let opened = tokio::task::spawn_blocking(move || {
-            ShardLog::open(
-                &log_dir,
-                config,
-                keys,
-                &tasks,
-                cancel,
-                &runtime,
-                span,
-                limits,
-                fsync_duration,
-            )
+            let open = || {
+                ShardLog::open(
+                    &log_dir,
+                    config.clone(),
+                    Arc::clone(&keys),
+                    &tasks,
+                    cancel.clone(),
+                    &runtime,
+                    span.clone(),
+                    limits.clone(),
+                    fsync_duration.clone(),
+                )
+            };
+            match open() {
+                // Media damage in the record log: the shard's Raft log holds every
+                // entry (it is never purged), so the records are rebuilt from it — the
+                // log is set aside and the group applies its entries again from the start.
+                Err(BrokerError::Storage(StorageError::Corrupt {
+                    segment,
+                    offset,
+                    reason,
+                })) => {
+                    tracing::error!(segment = %segment.display(), offset, reason, "a shard's record log is damaged: rebuilding it from the shard's Raft log");
+                    std::fs::remove_dir_all(&log_dir)
+                        .map_err(|e| BrokerError::Storage(e.into()))?;
+                    match std::fs::remove_file(group_dir.join("applied.json")) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(BrokerError::Storage(e.into())),
+                    }
+                    open()
+                }
+                other => other,
+            }
         })
         .await??;
         let (replicas, initializer) = self.replica_nodes(stream, shard);
@@ -826,13 +876,17 @@ impl Broker {
     }
 
     /// The shard's replica nodes with their addresses (this node alone for a shard
-    /// placed nowhere), and its preferred leader.
+    /// placed nowhere; with the target of a move in progress), and its preferred leader.
     fn replica_nodes(&self, stream: &Stream, shard: u32) -> (BTreeMap<u64, PeerNode>, u64) {
         let placed: Vec<u64> = stream
             .shards
             .iter()
             .find(|s| s.id == shard)
-            .map(|s| s.replicas.clone())
+            .map(|s| {
+                let mut nodes = s.replicas.clone();
+                nodes.extend(s.moving.and_then(|m| m.to).filter(|to| !nodes.contains(to)));
+                nodes
+            })
             .unwrap_or_default();
         let members = self.inner.meta.members();
         let ids = if placed.is_empty() {
@@ -1454,6 +1508,7 @@ fn format_time(ms: u64) -> String {
 mod access;
 mod autoscale;
 mod encryption;
+mod rebalance;
 mod remote;
 mod subscribe;
 

@@ -11,6 +11,7 @@ mod error;
 mod iterator;
 pub mod metrics;
 mod record;
+mod repair;
 mod replica;
 mod shard;
 pub mod throttle;

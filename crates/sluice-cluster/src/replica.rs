@@ -11,20 +11,28 @@
 //! Each record in the `ShardLog` keeps the Raft index of its entry; a replica that
 //! restarts applies committed entries again from the applied id its state file last
 //! recorded and skips those whose records are already in the log.
+//!
+//! A shard group runs without timers of its own (no tick, heartbeats or election timer):
+//! a node hosts hundreds of them, and the node's pacemaker (`sluice_replication::pacemaker`)
+//! elects their leaders and catches their followers up from node-level liveness instead.
 
 use crate::error::BrokerError;
+use crate::repair::{Guarded, GuardedPace, Repair};
 use crate::shard::{AppendError, Appended, ShardLog};
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use openraft::async_runtime::WatchReceiver;
 use openraft::entry::RaftEntry;
+use openraft::metrics::RaftMetrics;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
-use openraft::type_config::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::type_config::alias::{
+    LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf, WatchReceiverOf,
+};
 use openraft::{EntryPayload, OptionalSend, Raft, StoredMembership};
 use parking_lot::Mutex;
 use sluice_replication::{
-    GroupNetwork, Groups, LogStore, PeerCallError, PeerNode, RaftGroup, Router, Sealer,
-    SnapshotBytes, leader_changes_from, wait_for_leader,
+    GroupNetwork, Groups, LogStore, PacedRaft, PeerCallError, PeerNode, RaftGroup, Router, Sealer,
+    SnapshotBytes, ensure_lease, leader_changes_from, wait_for_leader,
 };
 use sluice_storage::{EncryptionKey, KeyProvider, LogConfig};
 use std::collections::BTreeMap;
@@ -302,22 +310,29 @@ async fn finish(
     }
 }
 
-/// openraft settings of a shard group: heartbeats every 250 ms, a new leader within
-/// about 1.5 s of the old one's loss. A group of one replica has nobody to heartbeat or
-/// to elect: its timers are off (it leads from its start), so a node with many shards of
-/// factor 1 idles.
-fn raft_config(replicas: usize) -> Result<Arc<openraft::Config>, BrokerError> {
-    let alone = replicas <= 1;
+/// openraft settings of a shard group. No timers: no tick, heartbeats or election timer,
+/// so that an idle group costs nothing; the node's pacemaker campaigns when the leader's
+/// node is suspected (silent for 1 s) and nudges followers that may lag
+/// (`sluice_replication::pacemaker`). What the timings still mean here:
+/// `election_timeout_max` (1 s) is the leader lease — followers refuse a campaign for that
+/// long after the leader's last message, and a leader accepts writes only that long after a
+/// quorum's last acknowledgement (renewed before a write, `ensure_lease`);
+/// `heartbeat_interval` bounds each replication and heartbeat call (250 ms) and
+/// `election_timeout_min` each vote call (500 ms).
+fn raft_config() -> Result<Arc<openraft::Config>, BrokerError> {
     let config = openraft::Config {
-        enable_tick: !alone,
-        enable_heartbeat: !alone,
-        enable_elect: !alone,
+        enable_tick: false,
+        enable_heartbeat: false,
+        enable_elect: false,
         cluster_name: "sluice-shard".to_owned(),
         heartbeat_interval: 250,
-        election_timeout_min: 800,
-        election_timeout_max: 1600,
+        election_timeout_min: 500,
+        election_timeout_max: 1000,
         snapshot_policy: openraft::SnapshotPolicy::Never,
         max_payload_entries: 64,
+        // A replica whose Raft log was damaged comes back with fewer entries than it
+        // acknowledged (`crate::repair`): its leader starts it over from where it matches.
+        allow_log_reversion: Some(true),
         ..Default::default()
     };
     config
@@ -332,6 +347,8 @@ const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 /// One hosted shard replica: its record log and its Raft group.
 pub(crate) struct Replica {
     raft: Raft<ShardTypes, ShardMachine>,
+    /// The group's metrics, kept: background passes read every replica's every second.
+    metrics: WatchReceiverOf<ShardTypes, RaftMetrics<ShardTypes>>,
     group: Arc<str>,
     node_id: u64,
     router: Router,
@@ -358,9 +375,10 @@ pub(crate) enum WriteError {
 
 impl Replica {
     /// Opens the replica's Raft group over `log` in `dir` (`raft/` and `applied.json`
-    /// beside the shard's segments) and registers it with `groups`. The shard's preferred
-    /// leader (`initializer`, the first replica placed) starts the group with every
-    /// replica as a voter, and so leads it first.
+    /// beside the shard's segments) and registers it with `groups` (served to peers, and
+    /// driven by the pacemaker). The shard's preferred leader (`initializer`, the first
+    /// replica placed) starts the group with every replica as a voter and campaigns at once,
+    /// and so leads it first (the pacemaker campaigns again while replicas still open).
     #[allow(clippy::too_many_arguments)]
     pub async fn open(
         dir: &Path,
@@ -398,42 +416,62 @@ impl Replica {
         )
         .await
         .map_err(|e| BrokerError::Replication(e.to_string()))?;
+        // Entries cut from a damaged Raft log: the replica repairs itself from its group.
+        let damage = store.damage();
         let group: Arc<str> = group.into();
         let network = GroupNetwork::new(router.clone(), Arc::clone(&group));
-        let raft = Raft::new(
-            node_id,
-            raft_config(replicas.len())?,
-            network,
-            store,
-            machine,
-        )
-        .await
-        .map_err(|e| BrokerError::Replication(e.to_string()))?;
+        let raft = Raft::new(node_id, raft_config()?, network, store, machine)
+            .await
+            .map_err(|e| BrokerError::Replication(e.to_string()))?;
+        // Every replica's node is pinged from now on, so that its loss is noticed.
+        for (id, node) in replicas {
+            if *id != node_id {
+                router.learn_if_unknown(*id, &node.grpc);
+            }
+        }
+        let repair = Repair::new(raft.clone(), damage);
+        let served: Arc<dyn sluice_replication::Group> = Arc::new(RaftGroup::new(
+            Arc::clone(&group),
+            raft.clone(),
+            router.clone(),
+            7,
+        ));
         groups.insert(
             Arc::clone(&group),
-            Arc::new(RaftGroup::new(
-                Arc::clone(&group),
-                raft.clone(),
-                router.clone(),
-                7,
-            )),
+            Arc::new(Guarded {
+                inner: served,
+                repair: repair.clone(),
+            }),
         );
         let initialized = raft
             .is_initialized()
             .await
             .map_err(|e| BrokerError::Replication(e.to_string()))?;
-        if !initialized && initializer == node_id {
+        let initializes = !initialized && initializer == node_id;
+        if initializes {
             raft.initialize(replicas.clone())
                 .await
                 .map_err(|e| BrokerError::Replication(e.to_string()))?;
         }
-        if replicas.len() == 1 && raft.metrics().borrow_watched().current_leader != Some(node_id) {
+        // A group of one replica leads from its start; a new group's first leader is its
+        // initializer.
+        if (initializes || replicas.len() == 1)
+            && raft.metrics().borrow_watched().current_leader != Some(node_id)
+        {
             raft.trigger()
                 .elect(false)
                 .await
                 .map_err(|e| BrokerError::Replication(e.to_string()))?;
         }
+        groups.pace(
+            Arc::clone(&group),
+            Arc::new(GuardedPace {
+                inner: Arc::new(PacedRaft::new(raft.clone())),
+                repair,
+            }),
+        );
         Ok(Replica {
+            metrics: raft.metrics(),
             raft,
             group,
             node_id,
@@ -444,7 +482,7 @@ impl Replica {
     /// This replica's view of its group: (is leader, knows a leader, under-replicated as
     /// its leader, largest follower lag in entries).
     pub fn health(&self) -> (bool, bool, bool, u64) {
-        let metrics = self.raft.metrics().borrow_watched().clone();
+        let metrics = self.metrics.borrow_watched();
         let leads = metrics.current_leader == Some(self.node_id);
         let mut under = false;
         let mut max_lag = 0;
@@ -478,7 +516,7 @@ impl Replica {
 
     /// The group's leader as this replica knows it.
     pub fn leader(&self) -> Option<u64> {
-        self.raft.metrics().borrow_watched().current_leader
+        self.metrics.borrow_watched().current_leader
     }
 
     /// Commits `command` through the group's leader (this node or another) and returns
@@ -490,9 +528,11 @@ impl Replica {
                 .await
                 .ok_or_else(|| WriteError::Failed("the shard has no leader".to_owned()))?;
             if leader == self.node_id {
-                match tokio::time::timeout_at(deadline, self.raft.client_write(command.clone()))
-                    .await
-                {
+                let write = async {
+                    ensure_lease(&self.raft).await;
+                    self.raft.client_write(command.clone()).await
+                };
+                match tokio::time::timeout_at(deadline, write).await {
                     Ok(Ok(response)) => return Ok(response.data),
                     Ok(Err(error)) if error.forward_to_leader().is_some() => {}
                     Ok(Err(error)) => return Err(WriteError::Unknown(error.to_string())),
@@ -555,7 +595,7 @@ impl Replica {
         }
     }
 
-    /// Stops the group and forgets it on the transport.
+    /// Stops the group and forgets it on the transport and in the pacemaker.
     pub async fn shutdown(&self, groups: &Groups) {
         groups.remove(&self.group);
         if let Err(error) = self.raft.shutdown().await {

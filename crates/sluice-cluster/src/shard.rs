@@ -99,6 +99,14 @@ impl ShardLog {
         if report.truncated {
             tracing::warn!(dir = %dir.display(), bytes_cut = report.bytes_cut, "cut a torn tail from a shard log");
         }
+        if report.corrupt_batches > 0 {
+            // Reads of the damaged batches would fail: the caller rebuilds the log.
+            return Err(BrokerError::Storage(StorageError::Corrupt {
+                segment: dir.to_owned(),
+                offset: 0,
+                reason: "batches fail their checksum",
+            }));
+        }
         let committed = log.durable_index().map_or(log.first_index(), |i| i + 1);
         let last_timestamp_ms = log.last_entry_timestamp().unwrap_or(0);
         let shared = Arc::new(Shared {

@@ -108,6 +108,7 @@ impl Node for NodeApi {
         // Where shards live is what any client needs to reach their owners.
         self.access.caller(&request)?;
         let (members, leader) = self.broker.cluster_members();
+        let draining = self.broker.draining_nodes();
         Ok(Response::new(pb::GetClusterStatusResponse {
             node_id: self.broker.node_id(),
             metadata_leader: leader.unwrap_or(0),
@@ -118,6 +119,7 @@ impl Node for NodeApi {
                     grpc_address: m.node.grpc,
                     kinesis_address: m.node.kinesis,
                     voter: m.voter,
+                    draining: draining.contains(&m.id),
                 })
                 .collect(),
             shards: self
@@ -130,9 +132,29 @@ impl Node for NodeApi {
                     replicas: p.replicas,
                     leader: p.leader.unwrap_or(0),
                     closed: p.closed,
+                    moving: p.moving.map(|m| pb::ShardMove {
+                        from: m.from.unwrap_or(0),
+                        to: m.to.unwrap_or(0),
+                    }),
                 })
                 .collect(),
+            draining: draining.into_iter().collect(),
         }))
+    }
+
+    #[tracing::instrument(name = "grpc.decommission_node", skip_all, fields(node = request.get_ref().node_id))]
+    async fn decommission_node(
+        &self,
+        request: Request<pb::DecommissionNodeRequest>,
+    ) -> Result<Response<pb::DecommissionNodeResponse>, Status> {
+        self.access
+            .check(&request, "sluice:DecommissionNode", "*")?;
+        let request = request.into_inner();
+        self.broker
+            .decommission(request.node_id, request.cancel)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::DecommissionNodeResponse {}))
     }
 }
 

@@ -119,4 +119,83 @@ pub enum Command {
         policy_name: String,
         document: Option<String>,
     },
+    /// Starts moving a replica of a shard (see [`Move`](crate::Move)); the leader of the
+    /// shard's group carries it out. Rejected while the shard has a move in progress.
+    StartMove {
+        name: String,
+        created_ms: u64,
+        shard: u32,
+        from: Option<u64>,
+        to: Option<u64>,
+    },
+    /// The shard's group has `to` and no longer `from` among its voters: the move becomes
+    /// the shard's placement.
+    FinishMove {
+        name: String,
+        created_ms: u64,
+        shard: u32,
+        from: Option<u64>,
+        to: Option<u64>,
+    },
+    /// Abandons a move whose target never became a voter of the shard's group.
+    CancelMove {
+        name: String,
+        created_ms: u64,
+        shard: u32,
+        from: Option<u64>,
+        to: Option<u64>,
+    },
+    /// Makes `node`, one of the shard's replicas, its preferred leader (it swaps places with
+    /// the first replica).
+    PreferLeader {
+        name: String,
+        created_ms: u64,
+        shard: u32,
+        node: u64,
+    },
+    /// Starts draining a node (`sluice cluster decommission`): no replica is placed on it
+    /// any more, the rebalancer moves its replicas away and then removes it from the
+    /// cluster. `draining == false` takes it back.
+    SetDraining {
+        node: u64,
+        draining: bool,
+    },
+}
+
+impl Command {
+    /// The move a `StartMove`, `FinishMove` or `CancelMove` names.
+    pub fn shard_move(&self) -> Option<(&str, u64, u32, crate::Move)> {
+        match self {
+            Command::StartMove {
+                name,
+                created_ms,
+                shard,
+                from,
+                to,
+            }
+            | Command::FinishMove {
+                name,
+                created_ms,
+                shard,
+                from,
+                to,
+            }
+            | Command::CancelMove {
+                name,
+                created_ms,
+                shard,
+                from,
+                to,
+            } => Some((
+                name,
+                *created_ms,
+                *shard,
+                crate::Move {
+                    from: *from,
+                    to: *to,
+                },
+            )),
+            _ => None,
+        }
+    }
 }

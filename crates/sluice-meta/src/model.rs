@@ -71,9 +71,47 @@ pub struct Shard {
     /// `Some` when it was closed without any record.
     pub closed: Option<Option<u64>>,
     /// The nodes holding a replica (the first is the preferred leader), assigned when the
-    /// shard is created.
+    /// shard is created and changed by moves.
     #[serde(default)]
     pub replicas: Vec<u64>,
+    /// The move of one replica in progress, if any (at most one per shard).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving: Option<Move>,
+}
+
+/// A replica of a shard on its way from one node to another (`Command::StartMove`): `to`
+/// joins the shard's group as a learner, catches up and becomes a voter, then `from` leaves
+/// the group, and `Command::FinishMove` puts `to` in `from`'s place among the replicas.
+/// Either side may be absent: a move without `from` adds a replica (a shard below its
+/// replication factor), one without `to` removes one (a drained node whose replicas no
+/// other node can take).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Move {
+    pub from: Option<u64>,
+    pub to: Option<u64>,
+}
+
+impl Move {
+    /// The replicas once the move is finished: `to` in `from`'s place (so a preferred
+    /// leader's slot passes to its successor), appended when there is no `from`, and
+    /// `from` left out when there is no `to`.
+    pub fn apply(&self, replicas: &[u64]) -> Vec<u64> {
+        let mut after: Vec<u64> = Vec::with_capacity(replicas.len() + 1);
+        for node in replicas {
+            if Some(*node) == self.from {
+                after.extend(self.to);
+            } else {
+                after.push(*node);
+            }
+        }
+        if self.from.is_none()
+            && let Some(to) = self.to
+            && !after.contains(&to)
+        {
+            after.push(to);
+        }
+        after
+    }
 }
 
 /// Serialized shard id (its index).

@@ -5,7 +5,7 @@
 use crate::command::{Command, EndingOffsets};
 use crate::error::CommandError;
 use crate::model::{
-    AccessKey, Consumer, ConsumerStatus, Shard, Stream, StreamEncryption, StreamStatus,
+    AccessKey, Consumer, ConsumerStatus, Move, Shard, Stream, StreamEncryption, StreamStatus,
 };
 use sluice_types::limits::{
     DEFAULT_RETENTION_HOURS, MAX_CONSUMERS_PER_STREAM, MAX_RETENTION_HOURS, MAX_TAGS_PER_STREAM,
@@ -43,6 +43,8 @@ pub enum Change {
     Remove(String),
     PutKey(AccessKey),
     RemoveKey(String),
+    /// The set of draining nodes becomes this.
+    Draining(BTreeSet<u64>),
     Nothing,
 }
 
@@ -54,6 +56,10 @@ pub struct MetaState {
     pub keys: BTreeMap<String, AccessKey>,
     /// The cluster's nodes (the metadata group's members), for placement.
     pub nodes: BTreeSet<u64>,
+    /// Nodes being drained or drained (`Command::SetDraining`): nothing is placed on them.
+    /// A drained node stays in the set once it left the cluster, so that it is not given
+    /// replicas again if it comes back.
+    pub draining: BTreeSet<u64>,
 }
 
 impl MetaState {
@@ -63,6 +69,7 @@ impl MetaState {
             streams: BTreeMap::new(),
             keys: BTreeMap::new(),
             nodes: BTreeSet::new(),
+            draining: BTreeSet::new(),
         }
     }
 
@@ -86,6 +93,7 @@ impl MetaState {
             Change::RemoveKey(id) => {
                 self.keys.remove(&id);
             }
+            Change::Draining(nodes) => self.draining = nodes,
             Change::Nothing => {}
         }
     }
@@ -141,16 +149,29 @@ impl MetaState {
         Ok(change)
     }
 
+    /// The nodes new replicas may be placed on: the members that are not draining (all
+    /// members if every one is).
+    fn placeable_nodes(&self) -> BTreeSet<u64> {
+        let placeable: BTreeSet<u64> = self.nodes.difference(&self.draining).copied().collect();
+        if placeable.is_empty() {
+            self.nodes.clone()
+        } else {
+            placeable
+        }
+    }
+
     /// Assigns replicas to the stream's open shards that have none: the least-loaded
-    /// nodes (replicas held across all streams, ties by id), rotating which of them is
-    /// the preferred leader. Deterministic: every node computes the same placement.
+    /// nodes that are not draining (replicas held across all streams, ties by id), rotating
+    /// which of them is the preferred leader. Deterministic: every node computes the same
+    /// placement.
     fn place(&self, stream: &mut Stream) {
-        if self.nodes.is_empty() {
+        let nodes = self.placeable_nodes();
+        if nodes.is_empty() {
             return;
         }
-        let factor = (self.identity.replication_factor.max(1) as usize).min(self.nodes.len());
+        let factor = (self.identity.replication_factor.max(1) as usize).min(nodes.len());
         let mut load: BTreeMap<u64, (usize, usize)> =
-            self.nodes.iter().map(|id| (*id, (0, 0))).collect();
+            nodes.iter().map(|id| (*id, (0, 0))).collect();
         let others = self
             .streams
             .values()
@@ -215,6 +236,7 @@ impl MetaState {
                         created_ms: *now_ms,
                         closed: None,
                         replicas: Vec::new(),
+                        moving: None,
                     })
                     .collect();
                 Ok(Change::Put(Stream {
@@ -591,6 +613,100 @@ impl MetaState {
                 }
                 Ok(Change::PutKey(key))
             }
+            Command::StartMove {
+                name,
+                created_ms,
+                shard,
+                from,
+                to,
+            } => {
+                let mut stream = self.placed_stream(name, *created_ms)?;
+                let moving = Move {
+                    from: *from,
+                    to: *to,
+                };
+                let entry = placed_shard(&mut stream, *shard)?;
+                if let Some(current) = entry.moving {
+                    return Err(CommandError::InUse(format!(
+                        "Shard {} of stream {name} is already moving ({current:?}).",
+                        ShardId(*shard)
+                    )));
+                }
+                self.check_move(entry, moving)?;
+                entry.moving = Some(moving);
+                Ok(Change::Put(stream))
+            }
+            Command::FinishMove {
+                name,
+                created_ms,
+                shard,
+                from,
+                to,
+            }
+            | Command::CancelMove {
+                name,
+                created_ms,
+                shard,
+                from,
+                to,
+            } => {
+                let mut stream = self.placed_stream(name, *created_ms)?;
+                let moving = Move {
+                    from: *from,
+                    to: *to,
+                };
+                let entry = placed_shard(&mut stream, *shard)?;
+                if entry.moving != Some(moving) {
+                    return Err(CommandError::InvalidArgument(format!(
+                        "Shard {} of stream {name} has no move {moving:?} in progress.",
+                        ShardId(*shard)
+                    )));
+                }
+                if matches!(command, Command::FinishMove { .. }) {
+                    entry.replicas = moving.apply(&entry.replicas);
+                }
+                entry.moving = None;
+                Ok(Change::Put(stream))
+            }
+            Command::PreferLeader {
+                name,
+                created_ms,
+                shard,
+                node,
+            } => {
+                let mut stream = self.placed_stream(name, *created_ms)?;
+                let entry = placed_shard(&mut stream, *shard)?;
+                let Some(position) = entry.replicas.iter().position(|n| n == node) else {
+                    return Err(CommandError::InvalidArgument(format!(
+                        "Node {node} holds no replica of shard {} of stream {name}.",
+                        ShardId(*shard)
+                    )));
+                };
+                if position == 0 {
+                    return Ok(Change::Nothing);
+                }
+                entry.replicas.swap(0, position);
+                Ok(Change::Put(stream))
+            }
+            Command::SetDraining { node, draining } => {
+                let mut nodes = self.draining.clone();
+                if *draining {
+                    if !self.nodes.contains(node) {
+                        return Err(CommandError::NotFound(format!(
+                            "Node {node} is not a member of the cluster."
+                        )));
+                    }
+                    nodes.insert(*node);
+                    if self.nodes.is_subset(&nodes) {
+                        return Err(CommandError::InvalidArgument(format!(
+                            "Node {node} cannot be drained: no other node would be left to hold the data."
+                        )));
+                    }
+                } else {
+                    nodes.remove(node);
+                }
+                Ok(Change::Draining(nodes))
+            }
             Command::ForgetConsumer { name, consumer } => {
                 let Some(stream) = self.streams.get(name) else {
                     return Ok(Change::Nothing);
@@ -602,6 +718,55 @@ impl MetaState {
                 Ok(Change::Put(stream))
             }
         }
+    }
+
+    /// A stream whose shards may be moved: it exists with this creation time and is not
+    /// being deleted.
+    fn placed_stream(&self, name: &str, created_ms: u64) -> Result<Stream, CommandError> {
+        match self.streams.get(name) {
+            Some(stream) if stream.created_ms == created_ms => {
+                if stream.status == StreamStatus::Deleting {
+                    return Err(CommandError::InUse(format!(
+                        "Stream {name} under account {} is being deleted.",
+                        self.identity.account
+                    )));
+                }
+                Ok(stream.clone())
+            }
+            _ => Err(self.not_found(name)),
+        }
+    }
+
+    /// Whether `moving` may start on `shard`: it leaves a placed replica and/or joins a
+    /// member that holds none and is not draining, and leaves at least one replica.
+    fn check_move(&self, shard: &Shard, moving: Move) -> Result<(), CommandError> {
+        let id = ShardId(shard.id);
+        let invalid = |message: String| Err(CommandError::InvalidArgument(message));
+        if moving.from.is_none() && moving.to.is_none() {
+            return invalid(format!("A move of shard {id} needs a source or a target."));
+        }
+        if let Some(from) = moving.from
+            && !shard.replicas.contains(&from)
+        {
+            return invalid(format!("Node {from} holds no replica of shard {id}."));
+        }
+        if let Some(to) = moving.to {
+            if shard.replicas.contains(&to) {
+                return invalid(format!("Node {to} already holds a replica of shard {id}."));
+            }
+            if !self.nodes.contains(&to) || self.draining.contains(&to) {
+                return invalid(format!(
+                    "Node {to} is not a member that can take a replica of shard {id}."
+                ));
+            }
+        }
+        if moving.to.is_none() && shard.replicas.len() <= 1 {
+            return invalid(format!(
+                "Shard {id} cannot lose its only replica on node {:?}.",
+                moving.from
+            ));
+        }
+        Ok(())
     }
 
     fn key_not_found(&self, access_key_id: &str) -> CommandError {
@@ -657,6 +822,19 @@ fn child(
         created_ms: now_ms,
         closed: None,
         replicas: Vec::new(),
+        moving: None,
+    }
+}
+
+/// The shard of a stream that has a placement (the rebalancer moves only those).
+fn placed_shard(stream: &mut Stream, shard: u32) -> Result<&mut Shard, CommandError> {
+    let name = stream.name.clone();
+    match stream.shards.iter_mut().find(|s| s.id == shard) {
+        Some(entry) if !entry.replicas.is_empty() => Ok(entry),
+        _ => Err(CommandError::NotFound(format!(
+            "Could not find a placed shard {} in stream {name}.",
+            ShardId(shard)
+        ))),
     }
 }
 

@@ -18,14 +18,14 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::type_config::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
-use openraft::{EntryPayload, OptionalSend, Raft, ServerState, StoredMembership};
+use openraft::{ChangeMembers, EntryPayload, OptionalSend, Raft, ServerState, StoredMembership};
 use parking_lot::{Mutex, RwLock};
 use sluice_replication::{
     AddMember, GroupNetwork, Groups, LogStore, PeerCallError, PeerNode, RaftGroup, Router,
     SnapshotBytes, leader_changes_from, wait_for_leader,
 };
 use sluice_storage::{LogConfig, MetaStore, SledStore};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Cursor};
 use std::path::Path;
 use std::sync::Arc;
@@ -34,6 +34,9 @@ use tokio::sync::watch;
 
 const STREAMS_TREE: &str = "streams";
 const KEYS_TREE: &str = "keys";
+/// Cluster-wide state beside streams and keys: the draining nodes.
+const CLUSTER_TREE: &str = "cluster";
+const DRAINING_KEY: &[u8] = b"draining";
 const APPLIED_TREE: &str = "applied";
 const APPLIED_KEY: &[u8] = b"meta";
 const SNAPSHOT_KEY: &[u8] = b"snapshot";
@@ -79,6 +82,8 @@ struct Applied {
 struct SnapshotData {
     streams: Vec<Stream>,
     keys: Vec<AccessKey>,
+    #[serde(default)]
+    draining: BTreeSet<u64>,
 }
 
 struct Machine {
@@ -116,6 +121,12 @@ impl MetaMachine {
         for (_, value) in kv.scan_prefix(KEYS_TREE, b"").map_err(MetaError::Store)? {
             let key: AccessKey = serde_json::from_slice(&value).map_err(MetaError::Codec)?;
             state.keys.insert(key.access_key_id.clone(), key);
+        }
+        if let Some(bytes) = kv
+            .get(CLUSTER_TREE, DRAINING_KEY)
+            .map_err(MetaError::Store)?
+        {
+            state.draining = serde_json::from_slice(&bytes).map_err(MetaError::Codec)?;
         }
         let applied: Applied = match kv
             .get(APPLIED_TREE, APPLIED_KEY)
@@ -158,6 +169,11 @@ impl MetaMachine {
                 Some(serde_json::to_vec(key).map_err(json_err)?),
             )),
             Change::RemoveKey(id) => batch.push((KEYS_TREE, id.as_bytes().to_vec(), None)),
+            Change::Draining(nodes) => batch.push((
+                CLUSTER_TREE,
+                DRAINING_KEY.to_vec(),
+                Some(serde_json::to_vec(nodes).map_err(json_err)?),
+            )),
             Change::Nothing => {}
         }
         batch.push((
@@ -173,6 +189,7 @@ impl MetaMachine {
         serde_json::to_vec(&SnapshotData {
             streams: state.streams.values().cloned().collect(),
             keys: state.keys.values().cloned().collect(),
+            draining: state.draining.clone(),
         })
         .map_err(json_err)
     }
@@ -289,6 +306,11 @@ impl RaftStateMachine<MetaTypes> for MetaMachine {
                 Some(serde_json::to_vec(key).map_err(json_err)?),
             ));
         }
+        batch.push((
+            CLUSTER_TREE,
+            DRAINING_KEY.to_vec(),
+            Some(serde_json::to_vec(&data.draining).map_err(json_err)?),
+        ));
         applied.log_id = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
         batch.push((
@@ -314,6 +336,7 @@ impl RaftStateMachine<MetaTypes> for MetaMachine {
                 .into_iter()
                 .map(|k| (k.access_key_id.clone(), k))
                 .collect();
+            state.draining = data.draining;
             state.nodes = meta.last_membership.nodes().map(|(id, _)| *id).collect();
         }
         *self.0.snapshot.lock() = Some((meta.clone(), bytes));
@@ -644,6 +667,80 @@ impl Meta {
         f(&self.machine.0.state.read())
     }
 
+    /// Whether this node knows a leader and applied everything that leader last reported
+    /// committed: decisions that must not be taken on an old view (moving a replica,
+    /// deleting one) wait for it, e.g. after a restart that lost sled's unsynced writes.
+    pub fn caught_up(&self) -> bool {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        metrics.current_leader.is_some()
+            && metrics.last_applied.map(|id| id.index)
+                >= metrics.cluster_committed.map(|id| id.index)
+    }
+
+    /// On the leader, removes node `id` from the group (the end of a decommission): a
+    /// voter's place goes to a learner that is not draining, if there is one. `Ok(true)`
+    /// once `id` is no member; `Ok(false)` when this node is `id` itself: it handed the
+    /// leadership to the most up-to-date other voter, and the next leader removes it.
+    pub async fn remove_member(&self, id: u64) -> Result<bool, MetaError> {
+        let raft_error =
+            |e: openraft::error::RaftError<MetaTypes, _>| MetaError::Unavailable(e.to_string());
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        if metrics.current_leader != Some(self.node.id) {
+            return Err(MetaError::Unavailable(
+                "only the metadata leader removes members".to_owned(),
+            ));
+        }
+        let membership = metrics.membership_config.membership().clone();
+        if !membership.nodes().any(|(node, _)| *node == id) {
+            return Ok(true);
+        }
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        if !voters.contains(&id) {
+            self.raft
+                .change_membership(ChangeMembers::RemoveNodes([id].into()), false)
+                .await
+                .map_err(raft_error)?;
+            return Ok(true);
+        }
+        if id == self.node.id {
+            let successor = voters
+                .iter()
+                .filter(|voter| **voter != id)
+                .max_by_key(|voter| {
+                    metrics
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(*voter).cloned().flatten())
+                        .map(|matched| matched.index)
+                });
+            if let Some(successor) = successor {
+                tracing::info!(
+                    successor,
+                    "handing the metadata leadership over before leaving"
+                );
+                self.raft
+                    .trigger()
+                    .transfer_leader(*successor)
+                    .await
+                    .map_err(|e| MetaError::Raft(e.to_string()))?;
+            }
+            return Ok(false);
+        }
+        let draining = self.read(|state| state.draining.clone());
+        let mut next: BTreeSet<u64> = voters.iter().copied().filter(|v| *v != id).collect();
+        if let Some(learner) = membership
+            .learner_ids()
+            .find(|learner| *learner != id && !draining.contains(learner))
+        {
+            next.insert(learner);
+        }
+        self.raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(next), false)
+            .await
+            .map_err(raft_error)?;
+        Ok(true)
+    }
+
     /// Stops the group's Raft tasks.
     pub async fn shutdown(&self) {
         if let Err(error) = self.raft.shutdown().await {
@@ -715,6 +812,19 @@ mod tests {
         assert_eq!(status, crate::StreamStatus::Active);
         assert_eq!(meta.members().len(), 1);
         meta.shutdown().await;
+    }
+
+    #[test]
+    fn state_written_before_the_rebalancer_still_loads() {
+        let shard = r#"{"id":0,"start_hash":"0","end_hash":"9","parent":null,
+            "adjacent_parent":null,"created_ms":1,"closed":null,"replicas":[1,2,3]}"#;
+        let shard: crate::Shard = serde_json::from_str(shard).expect("an older shard");
+        assert_eq!(shard.moving, None);
+        let snapshot: SnapshotData =
+            serde_json::from_str(r#"{"streams":[],"keys":[]}"#).expect("an older snapshot");
+        assert!(snapshot.draining.is_empty());
+        // A shard that is not moving is written as before.
+        assert!(!serde_json::to_string(&shard).unwrap().contains("moving"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -175,7 +175,13 @@ where
     }
 
     /// Entries `[from, to)` if the cache holds all of them, bounded like a log read.
-    fn get(&self, from: u64, to: u64, max_entries: usize, max_bytes: usize) -> Option<Vec<C::Entry>> {
+    fn get(
+        &self,
+        from: u64,
+        to: u64,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Option<Vec<C::Entry>> {
         let first = self.first_index()?;
         let last = self.entries.back()?.0.index();
         if from < first || to > last + 1 {
@@ -183,7 +189,10 @@ where
         }
         let mut out = Vec::new();
         let mut bytes = 0;
-        for (entry, size) in self.entries.range((from - first) as usize..(to - first) as usize) {
+        for (entry, size) in self
+            .entries
+            .range((from - first) as usize..(to - first) as usize)
+        {
             if !out.is_empty() && (out.len() >= max_entries || bytes + size > max_bytes) {
                 break;
             }
@@ -342,6 +351,8 @@ struct Shared<C: RaftTypeConfig> {
     pending: Mutex<VecDeque<Pending<C>>>,
     /// The newest entries, for replication reads; changed under the writer lock.
     recent: Mutex<Recent<C>>,
+    /// See [`LogStore::damage`].
+    damage: Mutex<Option<LogIdOf<C>>>,
 }
 
 /// Raft log storage for one Raft group over a `sluice_storage::Log`. See the module
@@ -439,9 +450,21 @@ where
             }),
             pending: Mutex::new(VecDeque::new()),
             recent: Mutex::new(Recent::new()),
+            damage: Mutex::new(None),
         };
         let last = shared.last_live_log_id(&shared.hard.read())?;
-        shared.writer.lock().last = last;
+        shared.writer.lock().last = last.clone();
+        if shared.log.recovery_report().corrupt_batches > 0 {
+            let kept = shared.cut_damage()?;
+            tracing::error!(
+                dir = %shared.dir.display(),
+                kept = ?kept.as_ref().map(|l| l.index),
+                held = ?last.as_ref().map(|l| l.index),
+                "raft log entries fail their checksum: cut the log before the first of them; \
+                 the replica must catch up from its group before it votes or leads again"
+            );
+            *shared.damage.lock() = last;
+        }
         Ok(LogStore {
             shared: Arc::new(shared),
         })
@@ -457,6 +480,15 @@ impl<C: RaftTypeConfig> LogStore<C> {
     /// The store directory.
     pub fn dir(&self) -> &Path {
         &self.shared.dir
+    }
+
+    /// The last log id the store held before `open` cut entries that failed their
+    /// checksum (media damage), `None` if nothing was cut. Entries up to it may have been
+    /// acknowledged to a leader: until the log holds them again (from the group's leader),
+    /// the replica must neither stand for election nor vote for a candidate whose log ends
+    /// before it, or a single damaged disk could lose committed entries.
+    pub fn damage(&self) -> Option<LogIdOf<C>> {
+        self.shared.damage.lock().clone()
     }
 }
 
@@ -494,6 +526,52 @@ where
         raw.iter()
             .map(|e| decode_entry::<C>(hard.raft_index(e.index), &e.payload))
             .collect()
+    }
+
+    /// Finds the first live entry that fails its checksum and truncates the log before
+    /// it; returns the log id of the last entry kept.
+    fn cut_damage(&self) -> Result<Option<LogIdOf<C>>, LogStoreError> {
+        const CHUNK: u64 = 256;
+        let live = self.hard.read().live_range(&self.log);
+        let readable = |from: u64, to: u64| -> Result<bool, LogStoreError> {
+            let hard = self.hard.read();
+            match self.log.read(
+                hard.log_index(from),
+                hard.log_index(to),
+                usize::MAX,
+                usize::MAX,
+            ) {
+                Ok(_) => Ok(true),
+                Err(StorageError::Corrupt { .. }) => Ok(false),
+                Err(error) => Err(error.into()),
+            }
+        };
+        let mut first_bad = None;
+        let mut index = live.start;
+        while index < live.end && first_bad.is_none() {
+            let to = (index + CHUNK).min(live.end);
+            if !readable(index, to)? {
+                for i in index..to {
+                    if !readable(i, i + 1)? {
+                        first_bad = Some(i);
+                        break;
+                    }
+                }
+            }
+            index = to;
+        }
+        let Some(first_bad) = first_bad else {
+            return Ok(self.writer.lock().last.clone());
+        };
+        let kept = if first_bad > live.start {
+            self.read(first_bad - 1, first_bad, 1, usize::MAX)?
+                .pop()
+                .map(|e| e.log_id())
+        } else {
+            self.hard.read().purged.clone()
+        };
+        self.truncate_after(kept.clone())?;
+        Ok(kept)
     }
 
     /// The log id of the last live entry, read from the log.

@@ -53,6 +53,8 @@ where
     if metrics.current_leader != Some(metrics.id) {
         return Err(MembershipError::NotLeader(metrics.current_leader));
     }
+    // A membership change is a write: a leader without timers may need its lease renewed.
+    crate::leader::ensure_lease(raft).await;
     let membership = metrics.membership_config.membership().clone();
     let known = membership
         .nodes()

@@ -6,20 +6,30 @@
 //!   group) hands openraft an `openraft_multi::GroupNetworkAdapter` per target. It also
 //!   sends the leader-only calls: a forwarded client write and a membership request.
 //! * [`Groups`] is the server side: the groups this node hosts, by id, and the
-//!   `sluice.peer.v1.Peer` service that dispatches each call to its group.
+//!   `sluice.peer.v1.Peer` service that dispatches each call to its group. It also holds
+//!   the groups the [pacemaker](crate::pacemaker) drives.
+//! * Liveness ([`crate::liveness`]): the router pings every peer it knows over the same
+//!   channels (`Peer/Ping`) and judges which ones are suspected; [`PeerNetwork`] paces a
+//!   group's retries towards a peer by that verdict.
 //!
 //! Payloads are CBOR (ciborium) of openraft's own request and response types; a group's
 //! result travels as `Result<Response, Error>` with openraft's serde forms.
 
+use crate::leader::ensure_lease;
+use crate::liveness::{Liveness, PING_INTERVAL, PING_TIMEOUT, PeerEvent};
 use crate::membership::{AddMember, MembershipError, add_member};
+use crate::pacemaker::{Paced, PacedMap};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{
     ClientWriteError, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError,
     Unreachable,
 };
-use openraft::network::RPCOption;
+use openraft::network::v2::RaftNetworkV2;
+use openraft::network::{Backoff, RPCOption};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, ClientWriteResponse, SnapshotResponse,
     TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
@@ -33,7 +43,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sluice_proto::peer::peer_client::PeerClient;
 use sluice_proto::peer::peer_server::{Peer, PeerServer};
-use sluice_proto::peer::{RaftKind, RaftReply, RaftRequest};
+use sluice_proto::peer::{PingReply, PingRequest, RaftKind, RaftReply, RaftRequest};
 use std::collections::HashMap;
 use std::io::Cursor;
 use std::net::IpAddr;
@@ -96,6 +106,8 @@ struct RouterInner {
     /// Outgoing connections are bound to this address (the node's own listen IP), so a
     /// peer (or a test's fault proxy) can tell which node a connection comes from.
     local_ip: Option<IpAddr>,
+    /// Which peers answer this node's pings.
+    liveness: Liveness,
 }
 
 /// The client side of the transport, shared by every group of a node. Cheap to clone.
@@ -108,6 +120,12 @@ pub struct Router {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Leader-only calls (forwarded writes, membership changes) wait at most this long.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Seeds are known by address only: a key no node id uses (and that is never pinged).
+const SEED: u64 = u64::MAX;
+/// A group retries a reachable peer that failed a call after this long (openraft's default).
+const RETRY_BACKOFF: Duration = Duration::from_millis(200);
+/// ... and a suspected peer after this long: it is nudged as soon as it answers again.
+const SUSPECTED_BACKOFF: Duration = Duration::from_secs(1);
 
 impl Router {
     pub fn new(local_ip: Option<IpAddr>) -> Router {
@@ -116,7 +134,62 @@ impl Router {
                 peers: RwLock::new(HashMap::new()),
                 me: RwLock::new((0, String::new())),
                 local_ip: local_ip.filter(|ip| !ip.is_unspecified()),
+                liveness: Liveness::new(),
             }),
+        }
+    }
+
+    /// Since when `node` has not answered this node's pings, while it is suspected (silent
+    /// for [`SUSPECT_AFTER`](crate::SUSPECT_AFTER)); `None` while it answers, and for a node
+    /// this router does not know (every peer whose address it learned is pinged: members of
+    /// the groups hosted here, callers, [`Router::learn`]). A peer silent since this node
+    /// started counts from when it began to ping it.
+    pub fn peer_down_since(&self, node: u64) -> Option<std::time::Instant> {
+        self.inner.liveness.down_since(node)
+    }
+
+    /// Every peer suspected now (see [`Router::peer_down_since`]).
+    pub fn suspected_peers(&self) -> Vec<u64> {
+        self.inner.liveness.suspected()
+    }
+
+    /// Every later change of a peer's verdict: suspected, or answering again.
+    pub fn subscribe_peers(&self) -> tokio::sync::broadcast::Receiver<PeerEvent> {
+        self.inner.liveness.subscribe()
+    }
+
+    /// Pings every known peer every [`PING_INTERVAL`] and judges them (see
+    /// [`crate::liveness`]). Runs until dropped; [`Groups::run_background`] runs it.
+    pub async fn run_liveness(&self) {
+        let mut tick = tokio::time::interval(PING_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pings = FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let now = std::time::Instant::now();
+                    self.inner.liveness.judge(now);
+                    let (me, address) = self.inner.me.read().clone();
+                    let clients: Vec<(u64, PeerClient<Channel>)> = self
+                        .inner
+                        .peers
+                        .read()
+                        .iter()
+                        .filter(|(id, _)| **id != me && **id != SEED)
+                        .map(|(id, (_, client))| (*id, client.clone()))
+                        .collect();
+                    let known: Vec<u64> = clients.iter().map(|(id, _)| *id).collect();
+                    let due = self.inner.liveness.due(&known, now);
+                    for (id, client) in clients {
+                        if due.contains(&id) {
+                            pings.push(ping(client, id, me, address.clone()));
+                        }
+                    }
+                }
+                Some((id, answered)) = pings.next(), if !pings.is_empty() => {
+                    self.inner.liveness.answered(id, answered, std::time::Instant::now());
+                }
+            }
         }
     }
 
@@ -128,9 +201,14 @@ impl Router {
     /// Records where node `id` is reached unless an address is known already (a
     /// membership entry may be older than what the node itself announced).
     pub fn learn_if_unknown(&self, id: u64, grpc_addr: &str) {
-        if !self.inner.peers.read().contains_key(&id) {
+        if !self.knows(id) {
             self.learn(id, grpc_addr);
         }
+    }
+
+    /// Whether an address of node `id` is known (and the node pinged).
+    pub fn knows(&self, id: u64) -> bool {
+        self.inner.peers.read().contains_key(&id)
     }
 
     /// Records (or updates) where node `id` is reached. Connections are made lazily.
@@ -159,6 +237,11 @@ impl Router {
             .peers
             .write()
             .insert(id, (grpc_addr.to_owned(), client));
+    }
+
+    /// This node's id, as it names itself in calls.
+    fn id(&self) -> u64 {
+        self.inner.me.read().0
     }
 
     fn client(&self, id: u64) -> Option<PeerClient<Channel>> {
@@ -271,8 +354,6 @@ impl Router {
         C: RaftTypeConfig<NodeId = u64>,
         C::Node: Serialize,
     {
-        // Seeds are known by address only: a key no node id uses.
-        const SEED: u64 = u64::MAX;
         self.learn(SEED, address);
         self.add_member::<C>(SEED, group, request).await
     }
@@ -295,6 +376,32 @@ impl Router {
             .await?;
         decode(&bytes).map_err(|e| PeerCallError::Refused(leader, e.message().to_owned()))
     }
+}
+
+/// One ping of `target`: whether it answered in time, as itself.
+async fn ping(
+    mut client: PeerClient<Channel>,
+    target: u64,
+    from_node: u64,
+    from_addr: String,
+) -> (u64, bool) {
+    let mut request = Request::new(PingRequest {
+        from_node,
+        from_addr,
+    });
+    request.set_timeout(PING_TIMEOUT);
+    let answered = match tokio::time::timeout(PING_TIMEOUT, client.ping(request)).await {
+        // Another node at the address (the peer left and a new one took its address) is
+        // not the peer.
+        Ok(Ok(reply)) => {
+            let node = reply.into_inner().node;
+            node == target || node == 0
+        }
+        // A node of an earlier version, without the call, answers all the same.
+        Ok(Err(status)) => status.code() == tonic::Code::Unimplemented,
+        Err(_) => false,
+    };
+    (target, answered)
 }
 
 /// Whether a failed call never left this node: tonic answers a failed connection attempt
@@ -407,7 +514,7 @@ where
 }
 
 /// `RaftNetworkFactory` of one group: learns each target's address from its membership
-/// entry and hands out adapters over the shared [`Router`].
+/// entry and hands out a [`PeerNetwork`] per target over the shared [`Router`].
 #[derive(Clone)]
 pub struct GroupNetwork {
     router: Router,
@@ -427,11 +534,93 @@ impl<C> RaftNetworkFactory<C> for GroupNetwork
 where
     C: RaftTypeConfig<NodeId = u64, Node = PeerNode>,
 {
-    type Network = GroupNetworkAdapter<C, Arc<str>, Router>;
+    type Network = PeerNetwork<C>;
 
     async fn new_client(&mut self, target: u64, node: &PeerNode) -> Self::Network {
         self.router.learn_if_unknown(target, &node.grpc);
-        GroupNetworkAdapter::new(self.router.clone(), target, Arc::clone(&self.group))
+        PeerNetwork {
+            adapter: GroupNetworkAdapter::new(self.router.clone(), target, Arc::clone(&self.group)),
+            router: self.router.clone(),
+            target,
+        }
+    }
+}
+
+/// A group's connection to one peer: the shared [`Router`] bound to (peer, group), whose
+/// retries after a failed call are paced by the peer's liveness. A reachable peer is
+/// retried after [`RETRY_BACKOFF`], a suspected one only every [`SUSPECTED_BACKOFF`]: a
+/// group that keeps writing while a replica's node is down would otherwise call it five
+/// times a second, for every such group. When the peer answers again, the
+/// [pacemaker](crate::pacemaker) ends the backoff of the groups led here at once.
+pub struct PeerNetwork<C>
+where
+    C: RaftTypeConfig<NodeId = u64>,
+{
+    adapter: GroupNetworkAdapter<C, Arc<str>, Router>,
+    router: Router,
+    target: u64,
+}
+
+impl<C> RaftNetworkV2<C> for PeerNetwork<C>
+where
+    C: RaftTypeConfig<NodeId = u64>,
+{
+    type SnapshotData = SnapshotBytes;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<C>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
+        self.adapter.append_entries(rpc, option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<C>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
+        self.adapter.vote(rpc, option).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<C>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
+        self.adapter.pre_vote(rpc, option).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<C>,
+        snapshot: SnapshotOf<C, SnapshotBytes>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
+        self.adapter
+            .full_snapshot(vote, snapshot, cancel, option)
+            .await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<C>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<C>, RPCError<C>> {
+        self.adapter.transfer_leader(req, option).await
+    }
+
+    fn backoff(&self) -> Option<Backoff> {
+        let router = self.router.clone();
+        let target = self.target;
+        Some(Backoff::new(std::iter::repeat_with(move || {
+            if router.peer_down_since(target).is_some() {
+                SUSPECTED_BACKOFF
+            } else {
+                RETRY_BACKOFF
+            }
+        })))
     }
 }
 
@@ -517,6 +706,7 @@ where
                 }
                 RaftKind::ClientWrite => {
                     let data: C::D = decode(&payload)?;
+                    ensure_lease(raft).await;
                     encode(&raft.client_write(data).await)
                 }
                 RaftKind::AddMember => {
@@ -562,6 +752,8 @@ type GroupMap = HashMap<Arc<str>, Arc<dyn Group>>;
 #[derive(Clone)]
 pub struct Groups {
     map: Arc<RwLock<GroupMap>>,
+    /// The hosted groups without timers of their own, which the pacemaker drives.
+    paced: Arc<PacedMap>,
     /// Learns callers' current addresses.
     router: Router,
 }
@@ -570,6 +762,7 @@ impl Groups {
     pub fn new(router: Router) -> Groups {
         Groups {
             map: Arc::default(),
+            paced: Arc::default(),
             router,
         }
     }
@@ -578,8 +771,24 @@ impl Groups {
         self.map.write().insert(id.into(), group);
     }
 
+    /// Hands a hosted group (already inserted) to the pacemaker: its raft config has no
+    /// tick, heartbeats or election timer (see [`crate::pacemaker`]).
+    pub fn pace(&self, id: impl Into<Arc<str>>, group: Arc<dyn Paced>) {
+        self.paced.write().insert(id.into(), group);
+    }
+
     pub fn remove(&self, id: &str) {
         self.map.write().remove(id);
+        self.paced.write().remove(id);
+    }
+
+    /// Node liveness ([`Router::run_liveness`]) and the pacemaker of the paced groups.
+    /// Runs until dropped: the node runs it for as long as it serves.
+    pub async fn run_background(&self) {
+        tokio::join!(
+            self.router.run_liveness(),
+            crate::pacemaker::run(self.router.clone(), Arc::clone(&self.paced)),
+        );
     }
 
     /// The tonic service to add to the node's gRPC server.
@@ -592,6 +801,16 @@ impl Groups {
 
 #[tonic::async_trait]
 impl Peer for Groups {
+    async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
+        let request = request.into_inner();
+        if !request.from_addr.is_empty() {
+            self.router.learn(request.from_node, &request.from_addr);
+        }
+        Ok(Response::new(PingReply {
+            node: self.router.id(),
+        }))
+    }
+
     async fn raft(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let request = request.into_inner();
         if !request.from_addr.is_empty() {

@@ -302,6 +302,8 @@ pub struct ClusterConfig {
     /// Members to join through; empty: bootstrap when there is no metadata yet.
     pub join: Vec<String>,
     pub replication_factor: u32,
+    /// How long a node may be unreachable before the rebalancer re-creates its replicas on
+    /// other nodes.
     pub dead_node_grace: Duration,
 }
 

@@ -104,6 +104,7 @@ pub async fn serve(
             join: config.cluster.join.clone(),
         },
         peer_local_ip: Some(config.grpc_addr.ip()),
+        dead_node_grace: config.cluster.dead_node_grace,
         ..BrokerConfig::new(&config.data_dir)
     })
     .await?;

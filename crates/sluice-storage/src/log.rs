@@ -928,6 +928,8 @@ impl Log {
             let view = self.view(state, at)?;
             let hint = view.hint_for_index(from);
             let mut walker = walker_at(&view, hint, 64 << 10, |f| f.header.base_index <= from)?;
+            // A damaged batch is cut whole: only its position is needed.
+            walker.tolerate_checksums();
             let mut found = None;
             while let Some(frame) = walker.next_frame()? {
                 if frame.header.end_index() > from {
@@ -973,6 +975,12 @@ impl Log {
         if frame.header.base_index == from {
             cut(&file, frame.pos, &mut syncs)?;
             active_base = base;
+        } else if !frame.crc_ok {
+            return Err(StorageError::corrupt(
+                &paths.log,
+                frame.pos,
+                "cannot keep the head of a batch that fails its checksum",
+            ));
         } else {
             // Keep the head of the batch: write it as a segment of its own, then cut the
             // old segment before the batch (see the layout notes in `segment`).

@@ -588,6 +588,9 @@ pub(crate) struct FrameWalker<'a> {
     pos: u64,
     expected: u64,
     cipher: Option<Arc<SegmentCipher>>,
+    /// Return frames whose checksum fails instead of an error (truncation cuts before a
+    /// damaged batch and needs only its position).
+    tolerate_checksums: bool,
 }
 
 impl<'a> FrameWalker<'a> {
@@ -604,7 +607,13 @@ impl<'a> FrameWalker<'a> {
             pos,
             expected,
             cipher,
+            tolerate_checksums: false,
         }
+    }
+
+    /// Lets [`next_frame`](Self::next_frame) return frames that fail their checksum.
+    pub fn tolerate_checksums(&mut self) {
+        self.tolerate_checksums = true;
     }
 
     /// Moves back (or forward) to a frame boundary already known to be valid.
@@ -636,7 +645,7 @@ impl<'a> FrameWalker<'a> {
                 return Err(StorageError::corrupt(self.path, self.pos, reason));
             }
         };
-        if !frame.crc_ok {
+        if !frame.crc_ok && !self.tolerate_checksums {
             return Err(StorageError::corrupt(
                 self.path,
                 self.pos,

@@ -301,8 +301,9 @@ impl Broker {
                 _ = tokio::time::sleep_until(deadline) => return,
                 _ = sender.closed() => return,
                 // Whatever the wait's outcome (a commit, an error such as the stream's
-                // deletion), the loop reads again and reports what it finds.
-                _ = self.wait_for_commit(&stream, shard.0, offset, HEARTBEAT) => {}
+                // deletion), the loop reads again and reports what it finds. It outlasts
+                // the heartbeat, which must win when nothing is committed.
+                _ = self.wait_for_commit(&stream, shard.0, offset, HEARTBEAT * 2) => {}
                 // A split or merge may have finished the shard.
                 _ = metadata.changed() => {}
                 _ = heartbeat => heartbeat_due = true,

@@ -153,10 +153,7 @@ async fn every_other_write_waits_for_earlier_appends_to_be_durable() {
     let dir = TempDir::new().unwrap();
     let mut store = open(dir.path(), LogConfig::default()).await;
     // (The committed id is not written on its own: it rides on these writes.)
-    for (k, write) in ["vote", "purge", "truncate"]
-        .into_iter()
-        .enumerate()
-    {
+    for (k, write) in ["vote", "purge", "truncate"].into_iter().enumerate() {
         let base = 10 * k as u64;
         let (tx, mut rx) = C::oneshot();
         store

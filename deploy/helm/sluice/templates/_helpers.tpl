@@ -104,4 +104,7 @@ retention_check_secs = {{ int64 . }}
 {{- with .Values.config.shardLimit }}
 shard_limit = {{ int64 . }}
 {{- end }}
+{{- with .Values.config.deadNodeGraceSecs }}
+dead_node_grace_secs = {{ int64 . }}
+{{- end }}
 {{- end }}
