@@ -15,8 +15,11 @@ use tokio::time::Instant;
 const STREAM: &str = "liveness";
 /// The longest write unavailability a shard leader's `kill -9` may cause.
 const FAILOVER_BUDGET: Duration = Duration::from_secs(3);
-/// Each put of the failover test gives up after this long (the outcome is then unknown).
-const PUT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Each put of the failover test gives up after this long (the outcome is then unknown),
+/// so that one sent to the dead leader does not hide the new one.
+const FAILOVER_PUT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Any other put gives up after this long.
+const PUT_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn start_cluster() -> Cluster {
     Cluster::start(ClusterOptions {
@@ -73,14 +76,14 @@ async fn one_shard_stream_and_its_leader(cluster: &Cluster) -> usize {
     }
 }
 
-async fn put(client: &Client, data: &str) -> Result<String, String> {
+async fn put(client: &Client, data: &str, timeout: Duration) -> Result<String, String> {
     let sent = client
         .put_record()
         .stream_name(STREAM)
         .partition_key("k")
         .data(Blob::new(data.as_bytes()))
         .send();
-    match tokio::time::timeout(PUT_TIMEOUT, sent).await {
+    match tokio::time::timeout(timeout, sent).await {
         Ok(Ok(out)) => Ok(out.sequence_number().to_owned()),
         Ok(Err(error)) => Err(aws_sdk_kinesis::error::DisplayErrorContext(&error).to_string()),
         Err(_) => Err("timed out".to_owned()),
@@ -102,7 +105,7 @@ async fn writes_resume_within_three_seconds_of_a_shard_leaders_kill_9() {
     let leader = one_shard_stream_and_its_leader(&cluster).await;
     let survivor = (leader + 1) % cluster.node_count();
     let client = single_attempt_client(&cluster.node(survivor).endpoint());
-    put(&client, "before")
+    put(&client, "before", PUT_TIMEOUT)
         .await
         .expect("a write before the kill");
     cluster.kill9(leader);
@@ -111,7 +114,7 @@ async fn writes_resume_within_three_seconds_of_a_shard_leaders_kill_9() {
     let acked_after = loop {
         attempts += 1;
         let started = Instant::now();
-        match put(&client, &format!("after-{attempts}")).await {
+        match put(&client, &format!("after-{attempts}"), FAILOVER_PUT_TIMEOUT).await {
             Ok(_) => break started.elapsed() + started.duration_since(killed),
             Err(error) => {
                 assert!(
@@ -143,7 +146,7 @@ async fn followers_serve_records_at_once_and_catch_up_after_a_partition_without_
 
     // A record acknowledged by the leader is served by a follower at once: the commit
     // reaches it with no heartbeat to wait for.
-    put(&writer, "first").await.expect("a write");
+    put(&writer, "first", PUT_TIMEOUT).await.expect("a write");
     let started = Instant::now();
     sluice_tests::wait_for(
         "the follower to serve the acknowledged record",
@@ -161,7 +164,7 @@ async fn followers_serve_records_at_once_and_catch_up_after_a_partition_without_
     let mut written = vec!["first".to_owned()];
     for n in 0..5 {
         let data = format!("while-isolated-{n}");
-        put(&writer, &data)
+        put(&writer, &data, PUT_TIMEOUT)
             .await
             .expect("the leader and the third node still commit");
         written.push(data);

@@ -12,10 +12,10 @@
 //!   id and rotated by a hash of the group's id, so that the leaders of a lost node's groups
 //!   spread over the survivors — each [`STAGGER`] after the previous one and only if the
 //!   group is still leaderless, so split votes are rare. A campaign that did not produce a
-//!   leader is started again after [`RETRY`]. A voter that sees fewer than a majority of
-//!   the voters alive (itself isolated) does not campaign. The voters' leader leases still
-//!   protect a live leader: its followers refuse a campaign until one lease
-//!   (`election_timeout_max`) after the leader's last message.
+//!   leader is started again after [`RETRY`] (plus the voter's place in the order). A voter
+//!   that sees fewer than a majority of the voters alive (itself isolated) does not
+//!   campaign. The voters' leader leases still protect a live leader: its followers refuse
+//!   a campaign until one lease (`election_timeout_max`) after the leader's last message.
 //! * **Catch-up.** openraft sends each commit to the followers as it happens and retries
 //!   replication to a follower that fails (with a backoff, [`crate::PeerNetwork`]); what a
 //!   follower can miss without heartbeats is the commit index of the last writes, and
@@ -311,14 +311,20 @@ async fn follow(
         .collect();
     if live.len() * 2 <= view.voters.len() {
         // No majority reachable from here: a campaign could not succeed. A peer's return
-        // starts the next look.
+        // starts the next look, and the campaign order from then on.
+        pace.leaderless_since = None;
         return false;
     }
     let rank = campaign_rank(id, &live, view.me);
     if now < since + STAGGER * rank {
         return true;
     }
-    if pace.last_campaign.is_some_and(|at| now < at + RETRY) {
+    // Retries keep the order too: two voters that campaigned together and split the vote
+    // must not keep doing so.
+    if pace
+        .last_campaign
+        .is_some_and(|at| now < at + RETRY + STAGGER * rank)
+    {
         return true;
     }
     pace.last_campaign = Some(now);
