@@ -14,8 +14,6 @@
 //! 5xx, timeout, connection error — leaves the outcome unknown.
 
 use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::config::retry::RetryConfig;
-use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::ShardIteratorType;
@@ -89,7 +87,7 @@ impl Load {
         let clients: Arc<Vec<Client>> = Arc::new(
             cluster
                 .nodes()
-                .map(|node| writer_client(&node.endpoint()))
+                .map(|node| sluice_tests::client_for(&node.endpoint()))
                 .collect(),
         );
         let stop = Arc::new(AtomicBool::new(false));
@@ -179,25 +177,6 @@ impl Load {
         assert!(joined.is_ok(), "the writers did not stop");
         self.snapshot()
     }
-}
-
-/// An SDK client that never retries (an acknowledged record was written exactly once).
-fn writer_client(endpoint: &str) -> Client {
-    let config = aws_sdk_kinesis::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            "AKIDEXAMPLE",
-            "secret",
-            None,
-            None,
-            "faults",
-        ))
-        .endpoint_url(endpoint)
-        .http_client(aws_smithy_http_client::Builder::new().build_http())
-        .retry_config(RetryConfig::disabled())
-        .build();
-    Client::from_conf(config)
 }
 
 async fn write_until_stopped(
@@ -716,7 +695,7 @@ async fn a_write_forwarded_to_a_frozen_leader_is_answered_once_a_new_leader_is_e
         .find(|i| cluster.node(*i).node_id == leader)
         .expect("the leader is a node of the cluster");
     let healthy = (frozen + 1) % cluster.node_count();
-    let client = writer_client(&cluster.node(healthy).endpoint());
+    let client = sluice_tests::client_for(&cluster.node(healthy).endpoint());
     // Shard 0 starts at hash key 0.
     let put = |data: &'static str| {
         let client = client.clone();

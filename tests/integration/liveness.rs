@@ -5,8 +5,6 @@
 //! were written must catch up once healed, with no further write to carry the news.
 
 use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::config::retry::RetryConfig;
-use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kinesis::primitives::Blob;
 use sluice_tests::cluster::{Cluster, ClusterOptions};
 use std::time::Duration;
@@ -29,25 +27,6 @@ async fn start_cluster() -> Cluster {
         ..ClusterOptions::default()
     })
     .await
-}
-
-/// A client that never retries, so that each put is one attempt.
-fn single_attempt_client(endpoint: &str) -> Client {
-    let config = aws_sdk_kinesis::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            "AKIDEXAMPLE",
-            "secret",
-            None,
-            None,
-            "liveness",
-        ))
-        .endpoint_url(endpoint)
-        .http_client(aws_smithy_http_client::Builder::new().build_http())
-        .retry_config(RetryConfig::disabled())
-        .build();
-    Client::from_conf(config)
 }
 
 /// Creates the one-shard stream and returns the index of the node leading its group.
@@ -104,7 +83,7 @@ async fn writes_resume_within_three_seconds_of_a_shard_leaders_kill_9() {
     let mut cluster = start_cluster().await;
     let leader = one_shard_stream_and_its_leader(&cluster).await;
     let survivor = (leader + 1) % cluster.node_count();
-    let client = single_attempt_client(&cluster.node(survivor).endpoint());
+    let client = sluice_tests::client_for(&cluster.node(survivor).endpoint());
     put(&client, "before", PUT_TIMEOUT)
         .await
         .expect("a write before the kill");

@@ -13,8 +13,6 @@
 //! retry; a 4xx answer is a definite failure and anything else leaves the outcome unknown.
 
 use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::config::retry::RetryConfig;
-use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kinesis::error::SdkError;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::ShardIteratorType;
@@ -215,7 +213,12 @@ impl Load {
         let clients: Arc<Vec<(usize, Client)>> = Arc::new(
             WRITE_NODES
                 .iter()
-                .map(|index| (*index, writer_client(&cluster.node(*index).endpoint())))
+                .map(|index| {
+                    (
+                        *index,
+                        sluice_tests::client_for(&cluster.node(*index).endpoint()),
+                    )
+                })
                 .collect(),
         );
         let stop = Arc::new(AtomicBool::new(false));
@@ -278,25 +281,6 @@ impl Load {
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
-}
-
-/// An SDK client that never retries (an acknowledged record was written exactly once).
-fn writer_client(endpoint: &str) -> Client {
-    let config = aws_sdk_kinesis::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            "AKIDEXAMPLE",
-            "secret",
-            None,
-            None,
-            "rebalance",
-        ))
-        .endpoint_url(endpoint)
-        .http_client(aws_smithy_http_client::Builder::new().build_http())
-        .retry_config(RetryConfig::disabled())
-        .build();
-    Client::from_conf(config)
 }
 
 /// Writer `w`'s `n`th put has data `w{w}-{n}` and the hash key of shard `(w + n) % SHARDS`

@@ -1138,10 +1138,12 @@ impl Broker {
                     .push((position, record));
             }
             let now = self.now_ms();
+            // Shared by the shard tasks rather than copied into each.
+            let stream = Arc::new(stream);
             let mut appends = tokio::task::JoinSet::new();
             for (shard, batch) in batches {
                 let broker = self.clone();
-                let stream = stream.clone();
+                let stream = Arc::clone(&stream);
                 let key = key.clone();
                 appends.spawn(async move {
                     let data: Vec<(String, Bytes)> = batch

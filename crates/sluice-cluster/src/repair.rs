@@ -32,9 +32,9 @@ pub(crate) struct Repair {
 }
 
 impl Repair {
-    pub(crate) fn new(raft: Raft<ShardTypes, ShardMachine>, floor: Option<LogId>) -> Repair {
+    pub(crate) fn new(raft: Raft<ShardTypes, ShardMachine>, floor: LogId) -> Repair {
         Repair {
-            floor: Arc::new(Mutex::new(floor)),
+            floor: Arc::new(Mutex::new(Some(floor))),
             raft,
         }
     }

@@ -429,20 +429,26 @@ impl Replica {
                 router.learn_if_unknown(*id, &node.grpc);
             }
         }
-        let repair = Repair::new(raft.clone(), damage);
-        let served: Arc<dyn sluice_replication::Group> = Arc::new(RaftGroup::new(
+        // Only a replica whose log was damaged pays for the guard on every call.
+        let repair = damage.map(|floor| Repair::new(raft.clone(), floor));
+        let mut served: Arc<dyn sluice_replication::Group> = Arc::new(RaftGroup::new(
             Arc::clone(&group),
             raft.clone(),
             router.clone(),
             7,
         ));
-        groups.insert(
-            Arc::clone(&group),
-            Arc::new(Guarded {
+        let mut paced: Arc<dyn sluice_replication::Paced> = Arc::new(PacedRaft::new(raft.clone()));
+        if let Some(repair) = repair {
+            served = Arc::new(Guarded {
                 inner: served,
                 repair: repair.clone(),
-            }),
-        );
+            });
+            paced = Arc::new(GuardedPace {
+                inner: paced,
+                repair,
+            });
+        }
+        groups.insert(Arc::clone(&group), served);
         let initialized = raft
             .is_initialized()
             .await
@@ -463,13 +469,7 @@ impl Replica {
                 .await
                 .map_err(|e| BrokerError::Replication(e.to_string()))?;
         }
-        groups.pace(
-            Arc::clone(&group),
-            Arc::new(GuardedPace {
-                inner: Arc::new(PacedRaft::new(raft.clone())),
-                repair,
-            }),
-        );
+        groups.pace(Arc::clone(&group), paced);
         Ok(Replica {
             metrics: raft.metrics(),
             raft,

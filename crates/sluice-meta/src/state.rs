@@ -942,4 +942,4 @@ fn rescale(stream: &mut Stream, target: u32, ending: &EndingOffsets, now_ms: u64
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -27,5 +27,5 @@ pub use membership::{AddMember, MembershipError, add_member};
 pub use pacemaker::{Paced, PacedRaft};
 pub use transport::{
     Group, GroupNetwork, Groups, PeerCallError, PeerNetwork, PeerNode, RaftGroup, Router,
-    SnapshotBytes, decode, encode,
+    SnapshotBytes, decode, encode, not_sent,
 };

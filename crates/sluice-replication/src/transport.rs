@@ -406,7 +406,7 @@ async fn ping(
 
 /// Whether a failed call never left this node: tonic answers a failed connection attempt
 /// with `Unavailable` carrying the connector's error.
-fn not_sent(status: &Status) -> bool {
+pub fn not_sent(status: &Status) -> bool {
     let mut source = std::error::Error::source(status);
     while let Some(error) = source {
         if error.is::<tonic::ConnectError>() {

@@ -98,18 +98,8 @@ impl Peers {
 /// Whether a failed call certainly did not reach the shard service, or reached a node
 /// that does not hold the shard: another holder may be asked.
 fn try_next(status: &Status) -> bool {
-    if status.code() == Code::FailedPrecondition && status.message() == NOT_HOSTED {
-        return true;
-    }
-    let mut source = std::error::Error::source(status);
-    while let Some(error) = source {
-        if error.is::<tonic::ConnectError>() {
-            return true;
-        }
-        source = error.source();
-    }
-    status.code() == Code::Unavailable
-        && (status.message().contains("connect") || status.message().contains("refused"))
+    (status.code() == Code::FailedPrecondition && status.message() == NOT_HOSTED)
+        || sluice_replication::not_sent(status)
 }
 
 /// The broker error a peer's refusal stands for.
@@ -170,8 +160,8 @@ impl Broker {
             .is_some_and(|meta| self.hosts(meta))
     }
 
-    /// The other nodes holding the shard, preferred leader first, with a client each.
-    fn holders(&self, stream: &Stream, shard: u32) -> Vec<(u64, ShardAccessClient<Channel>)> {
+    /// A client of each other node holding the shard, preferred leader first.
+    fn holders(&self, stream: &Stream, shard: u32) -> Vec<ShardAccessClient<Channel>> {
         let placed: Vec<u64> = stream
             .shard(ShardId(shard))
             .map(|s| s.replicas.clone())
@@ -182,10 +172,40 @@ impl Broker {
             .filter(|id| *id != self.node_id())
             .filter_map(|id| {
                 let member = members.iter().find(|m| m.id == id)?;
-                let client = self.inner.remote.client(id, &member.node.grpc)?;
-                Some((id, client))
+                self.inner.remote.client(id, &member.node.grpc)
             })
             .collect()
+    }
+
+    /// Sends a call that changes nothing to the shard's holders in turn until one answers:
+    /// a holder that is not reached, does not hold the shard, or does not answer within
+    /// `timeout` is skipped.
+    async fn ask_holders<Req, Reply, F, Fut>(
+        &self,
+        stream: &Stream,
+        shard: u32,
+        request: Req,
+        timeout: Duration,
+        send: F,
+    ) -> Result<Reply, BrokerError>
+    where
+        Req: Clone,
+        F: Fn(ShardAccessClient<Channel>, Request<Req>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<Reply>, Status>>,
+    {
+        for client in self.holders(stream, shard) {
+            let mut call = Request::new(request.clone());
+            call.set_timeout(timeout);
+            match tokio::time::timeout(timeout, send(client, call)).await {
+                Err(_) => continue,
+                Ok(Err(status)) if try_next(&status) || status.code() == Code::Unavailable => {
+                    continue;
+                }
+                Ok(Err(status)) => return Err(from_status(status)),
+                Ok(Ok(reply)) => return Ok(reply.into_inner()),
+            }
+        }
+        Err(Self::no_holder(stream, shard))
     }
 
     fn no_holder(stream: &Stream, shard: u32) -> BrokerError {
@@ -229,7 +249,7 @@ impl Broker {
             key_id: key.map(|k| k.key_id().to_owned()),
         };
         let count = request.records.len();
-        for (_, mut client) in self.holders(stream, shard) {
+        for mut client in self.holders(stream, shard) {
             let mut call = Request::new(request.clone());
             call.set_timeout(APPEND_TIMEOUT);
             let reply = match tokio::time::timeout(APPEND_TIMEOUT, client.append(call)).await {
@@ -319,34 +339,26 @@ impl Broker {
             wait_ms: wait.as_millis() as u64,
             now_ms,
         };
-        let timeout = wait + READ_TIMEOUT;
-        for (_, mut client) in self.holders(stream, shard) {
-            let mut call = Request::new(request.clone());
-            call.set_timeout(timeout);
-            match tokio::time::timeout(timeout, client.read(call)).await {
-                // Reads change nothing: another holder may be asked.
-                Err(_) => continue,
-                Ok(Err(status)) if try_next(&status) || status.code() == Code::Unavailable => {
-                    continue;
-                }
-                Ok(Err(status)) => return Err(from_status(status)),
-                Ok(Ok(reply)) => {
-                    let reply = reply.into_inner();
-                    let records = reply
-                        .records
-                        .into_iter()
-                        .map(|r| StoredRecord {
-                            offset: r.offset,
-                            arrival_ms: r.arrival_ms,
-                            partition_key: r.partition_key,
-                            data: r.data,
-                        })
-                        .collect();
-                    return Ok((records, stats_from(reply.stats)));
-                }
-            }
-        }
-        Err(Self::no_holder(stream, shard))
+        let reply = self
+            .ask_holders(
+                stream,
+                shard,
+                request,
+                wait + READ_TIMEOUT,
+                |mut client, call| async move { client.read(call).await },
+            )
+            .await?;
+        let records = reply
+            .records
+            .into_iter()
+            .map(|r| StoredRecord {
+                offset: r.offset,
+                arrival_ms: r.arrival_ms,
+                partition_key: r.partition_key,
+                data: r.data,
+            })
+            .collect();
+        Ok((records, stats_from(reply.stats)))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -448,22 +460,16 @@ impl Broker {
             shard: Some(shard_ref(stream, shard)),
             timestamp_ms,
         };
-        for (_, mut client) in self.holders(stream, shard) {
-            let mut call = Request::new(request.clone());
-            call.set_timeout(READ_TIMEOUT);
-            match tokio::time::timeout(READ_TIMEOUT, client.describe(call)).await {
-                Err(_) => continue,
-                Ok(Err(status)) if try_next(&status) || status.code() == Code::Unavailable => {
-                    continue;
-                }
-                Ok(Err(status)) => return Err(from_status(status)),
-                Ok(Ok(reply)) => {
-                    let reply = reply.into_inner();
-                    return Ok((stats_from(reply.stats), reply.timestamp_offset));
-                }
-            }
-        }
-        Err(Self::no_holder(stream, shard))
+        let reply = self
+            .ask_holders(
+                stream,
+                shard,
+                request,
+                READ_TIMEOUT,
+                |mut client, call| async move { client.describe(call).await },
+            )
+            .await?;
+        Ok((stats_from(reply.stats), reply.timestamp_offset))
     }
 
     /// Commits a command in the shard's Raft group, through the local replica or, from a

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::error::CommandError;
-use crate::model::StreamMode;
+use crate::state::tests::create;
 use proptest::prelude::*;
 
 fn cluster(nodes: impl IntoIterator<Item = u64>, factor: u32) -> MetaState {
@@ -11,24 +11,6 @@ fn cluster(nodes: impl IntoIterator<Item = u64>, factor: u32) -> MetaState {
     state.identity.replication_factor = factor;
     state.nodes = nodes.into_iter().collect();
     state
-}
-
-fn create(state: &mut MetaState, name: &str, shards: u32) {
-    state
-        .apply(&Command::CreateStream {
-            name: name.into(),
-            shard_count: shards,
-            mode: StreamMode::Provisioned,
-            tags: BTreeMap::new(),
-            now_ms: 1000,
-        })
-        .unwrap();
-    state
-        .apply(&Command::ActivateStream {
-            name: name.into(),
-            created_ms: 1000,
-        })
-        .unwrap();
 }
 
 /// The `FinishMove` of a `StartMove`.

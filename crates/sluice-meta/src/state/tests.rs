@@ -4,7 +4,8 @@ use super::*;
 use crate::model::StreamMode;
 use proptest::prelude::*;
 
-fn create(state: &mut MetaState, name: &str, shards: u32) {
+/// Creates an ACTIVE provisioned stream at time 1000.
+pub(crate) fn create(state: &mut MetaState, name: &str, shards: u32) {
     state
         .apply(&Command::CreateStream {
             name: name.into(),

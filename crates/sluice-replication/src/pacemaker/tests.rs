@@ -360,8 +360,16 @@ async fn the_survivors_elect_a_leader_soon_after_the_leader_dies() {
         )
         .await;
     }
+    // Each survivor suspects the dead node within a second of silence (the voter that
+    // granted the winning vote may not have yet when the new leader took the write).
     for node in &nodes[1..] {
-        assert!(node.router.peer_down_since(1).is_some());
+        let suspected = tokio::time::timeout(Duration::from_secs(2), async {
+            while node.router.peer_down_since(1).is_none() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(suspected.is_ok(), "node {} never suspected node 1", node.id);
     }
 }
 
