@@ -17,6 +17,7 @@
 //! elects their leaders and catches their followers up from node-level liveness instead.
 
 use crate::error::BrokerError;
+use crate::record::Batch;
 use crate::repair::{Guarded, GuardedPace, Repair};
 use crate::shard::{AppendError, Appended, ShardLog};
 use bytes::Bytes;
@@ -54,10 +55,17 @@ openraft::declare_raft_types!(
 /// A command of a shard group.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum ShardCommand {
-    /// Append records; `now_ms` is the leader's clock when it took them (arrival times
-    /// never go backwards), `key_id` the master key to encrypt them under.
+    /// Append records (as entries written before record batches hold them; read, never
+    /// written).
     Append {
         records: Vec<(String, Bytes)>,
+        now_ms: u64,
+        key_id: Option<String>,
+    },
+    /// Append records; `now_ms` is the leader's clock when it took them (arrival times
+    /// never go backwards), `key_id` the master key to encrypt them under.
+    AppendBatch {
+        records: Batch,
         now_ms: u64,
         key_id: Option<String>,
     },
@@ -71,6 +79,9 @@ impl std::fmt::Display for ShardCommand {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ShardCommand::Append { records, .. } => write!(f, "append {} records", records.len()),
+            ShardCommand::AppendBatch { records, .. } => {
+                write!(f, "append {} records", records.len())
+            }
             ShardCommand::Close => f.write_str("close"),
             ShardCommand::Reopen => f.write_str("reopen"),
         }
@@ -187,11 +198,26 @@ impl RaftStateMachine<ShardTypes> for ShardMachine {
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id();
             let pending = match entry.payload {
-                EntryPayload::Normal(ShardCommand::Append {
-                    records,
-                    now_ms,
-                    key_id,
-                }) => {
+                EntryPayload::Normal(
+                    command @ (ShardCommand::Append { .. } | ShardCommand::AppendBatch { .. }),
+                ) => {
+                    let (records, now_ms, key_id) = match command {
+                        ShardCommand::Append {
+                            records,
+                            now_ms,
+                            key_id,
+                        } => (
+                            Batch::from_records(records.iter().map(|(k, d)| (k.as_str(), &d[..]))),
+                            now_ms,
+                            key_id,
+                        ),
+                        ShardCommand::AppendBatch {
+                            records,
+                            now_ms,
+                            key_id,
+                        } => (records, now_ms, key_id),
+                        _ => unreachable!("matched above"),
+                    };
                     let replayed = {
                         let mut last = self.0.last_record_index.lock();
                         let replayed = log_id.index <= *last && *last > 0;
@@ -399,10 +425,16 @@ impl Replica {
         };
         // Records of an encrypted stream are sealed in the Raft log too, under the same key.
         let sealer: Sealer<ShardTypes> = Arc::new(|entry| match &entry.payload {
-            EntryPayload::Normal(ShardCommand::Append {
-                key_id: Some(key_id),
-                ..
-            }) => Some(EncryptionKey::new(key_id.clone())),
+            EntryPayload::Normal(
+                ShardCommand::Append {
+                    key_id: Some(key_id),
+                    ..
+                }
+                | ShardCommand::AppendBatch {
+                    key_id: Some(key_id),
+                    ..
+                },
+            ) => Some(EncryptionKey::new(key_id.clone())),
             _ => None,
         });
         let store = LogStore::<ShardTypes>::open_sealed(
@@ -582,8 +614,8 @@ impl Replica {
         now_ms: u64,
         key: Option<EncryptionKey>,
     ) -> Result<Appended, WriteError> {
-        let command = ShardCommand::Append {
-            records,
+        let command = ShardCommand::AppendBatch {
+            records: Batch::from_records(records.iter().map(|(k, d)| (k.as_str(), &d[..]))),
             now_ms,
             key_id: key.map(|k| k.key_id().to_owned()),
         };

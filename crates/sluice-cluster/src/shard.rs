@@ -3,9 +3,8 @@
 //! point; encrypted batches are opened by the log).
 
 use crate::error::BrokerError;
-use crate::record::{self, StoredRecord};
+use crate::record::{self, Batch, StoredRecord};
 use crate::throttle::ShardLimits;
-use bytes::Bytes;
 use parking_lot::Mutex;
 use prometheus_client::metrics::histogram::Histogram;
 use sluice_storage::{EncryptionKey, EntryRef, KeyProvider, Log, LogConfig, StorageError};
@@ -51,7 +50,7 @@ const BACKGROUND_SYNC: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One append waiting for the writer task.
 struct PendingAppend {
-    records: Vec<(String, Bytes)>,
+    records: Batch,
     now_ms: u64,
     /// The master key to encrypt under: the stream's key when the append was routed.
     key: Option<EncryptionKey>,
@@ -139,7 +138,7 @@ impl ShardLog {
     /// key) and one fsync.
     pub async fn submit(
         &self,
-        records: Vec<(String, Bytes)>,
+        records: Batch,
         now_ms: u64,
         key: Option<EncryptionKey>,
         raft_index: u64,
@@ -401,11 +400,7 @@ async fn run_writer(
 }
 
 fn pending_bytes(pending: &PendingAppend) -> usize {
-    pending
-        .records
-        .iter()
-        .map(|(key, data)| key.len() + data.len())
-        .sum()
+    pending.records.record_bytes()
 }
 
 enum WriteFailure {
@@ -436,25 +431,17 @@ impl Shared {
             // order, however they are drained, and so gives the same timestamps).
             let mut timestamp_ms = writer.last_timestamp_ms;
             for run in drained.chunk_by(|a, b| a.key == b.key) {
-                let payloads: Vec<(u64, u64, Vec<u8>)> = run
+                // The batches hold each record in the log's encoding already.
+                let entries: Vec<EntryRef<'_>> = run
                     .iter()
                     .flat_map(|p| {
                         timestamp_ms = timestamp_ms.max(p.now_ms);
                         let stamp = timestamp_ms;
-                        p.records.iter().map(move |r| (p.raft_index, stamp, r))
-                    })
-                    .map(|(raft_index, stamp, (key, data))| {
-                        let mut payload = Vec::with_capacity(2 + key.len() + data.len());
-                        record::encode(key, data, &mut payload);
-                        (raft_index, stamp, payload)
-                    })
-                    .collect();
-                let entries: Vec<EntryRef<'_>> = payloads
-                    .iter()
-                    .map(|(raft_index, stamp, payload)| EntryRef {
-                        term: *raft_index,
-                        timestamp_ms: *stamp,
-                        payload,
+                        p.records.payloads().map(move |payload| EntryRef {
+                            term: p.raft_index,
+                            timestamp_ms: stamp,
+                            payload,
+                        })
                     })
                     .collect();
                 match self.log.append_with(&entries, run[0].key.as_ref()) {
@@ -466,15 +453,12 @@ impl Shared {
                         }
                         last_written = Some(last);
                         written_records += last + 1 - first;
-                        written_bytes += run
-                            .iter()
-                            .flat_map(|p| &p.records)
-                            .map(|(key, data)| key.len() + data.len())
-                            .sum::<usize>();
+                        written_bytes +=
+                            run.iter().map(|p| p.records.record_bytes()).sum::<usize>();
                         writer.last_timestamp_ms = timestamp_ms;
                     }
                     Err(error @ (StorageError::Key(_) | StorageError::NoKeyProvider { .. })) => {
-                        tracing::warn!(error = %error, records = payloads.len(), "could not encrypt a batch");
+                        tracing::warn!(error = %error, records = entries.len(), "could not encrypt a batch");
                         let error = Arc::new(error);
                         outcomes.extend(run.iter().map(|_| Err(Arc::clone(&error))));
                     }

@@ -215,7 +215,9 @@ pub async fn serve(
         };
         let served = match grpc_tls {
             None => {
-                let incoming = tonic::transport::server::TcpIncoming::from(listeners.grpc);
+                // Small answers (acks, Raft replies) must not wait for the peer's delayed ACK.
+                let incoming = tonic::transport::server::TcpIncoming::from(listeners.grpc)
+                    .with_nodelay(Some(true));
                 router.serve_with_incoming_shutdown(incoming, stopped).await
             }
             Some(acceptor) => {
