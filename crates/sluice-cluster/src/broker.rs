@@ -855,7 +855,11 @@ impl Broker {
             self.node_id(),
             &replicas,
             initializer,
-            self.inner.config.fsync,
+            LogConfig {
+                segment_bytes: self.inner.config.segment_bytes,
+                fsync: self.inner.config.fsync,
+                ..LogConfig::default()
+            },
             Arc::clone(&self.inner.config.keys),
             self.inner.router.clone(),
             &self.inner.groups,
@@ -1010,6 +1014,18 @@ impl Broker {
                 };
                 dropped +=
                     tokio::task::spawn_blocking(move || log.delete_older_than(cutoff)).await??;
+                // The Raft log drops what the record log no longer holds.
+                let replica = self
+                    .inner
+                    .replicas
+                    .read()
+                    .get(&(stream.name.clone(), stream.created_ms, shard.id))
+                    .cloned();
+                if let Some(replica) = replica
+                    && let Err(error) = replica.compact().await
+                {
+                    tracing::warn!(stream = %stream.name, shard = shard.id, %error, "could not compact a shard's raft log");
+                }
             }
             self.refresh_disk_usage(&stream).await?;
         }

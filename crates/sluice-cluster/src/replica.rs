@@ -25,14 +25,16 @@ use futures_util::TryStreamExt;
 use openraft::async_runtime::WatchReceiver;
 use openraft::entry::RaftEntry;
 use openraft::metrics::RaftMetrics;
-use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::storage::{
+    EntryResponder, RaftLogReader, RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine,
+};
 use openraft::type_config::alias::{
     LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf, WatchReceiverOf,
 };
 use openraft::{EntryPayload, OptionalSend, Raft, StoredMembership};
 use parking_lot::Mutex;
 use sluice_replication::{
-    GroupNetwork, Groups, LogStore, PacedRaft, PeerCallError, PeerNode, RaftGroup, Router, Sealer,
+    GroupNetwork, Groups, LogReader, LogStore, PacedRaft, PeerCallError, PeerNode, RaftGroup, Router, Sealer,
     SnapshotBytes, ensure_lease, leader_changes_from, wait_for_leader,
 };
 use sluice_storage::{EncryptionKey, KeyProvider, LogConfig};
@@ -114,12 +116,48 @@ struct AppliedState {
     membership: Membership,
 }
 
+/// Where the record log goes on after the entries a snapshot covers. A shard snapshot
+/// carries no records: it is taken where retention already deleted every record of the
+/// entries it covers, so that the Raft log can drop them too.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+struct SnapshotPoint {
+    /// The offset of the first record after the snapshot.
+    next_offset: u64,
+    /// That record's arrival time (see `ShardLog::restart_at`).
+    timestamp_ms: u64,
+}
+
+/// The snapshot a replica serves, kept in `snapshot.json` beside the state file.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
+struct StoredSnapshot {
+    last_log_id: LogId,
+    membership: Membership,
+    point: SnapshotPoint,
+}
+
+impl StoredSnapshot {
+    fn to_snapshot(&self) -> Result<SnapshotOf<ShardTypes, SnapshotBytes>, io::Error> {
+        Ok(SnapshotOf::<ShardTypes, SnapshotBytes> {
+            meta: SnapshotMetaOf::<ShardTypes> {
+                last_log_id: Some(self.last_log_id),
+                last_membership: self.membership.clone(),
+            },
+            snapshot: Cursor::new(serde_json::to_vec(&self.point).map_err(io::Error::other)?),
+        })
+    }
+}
+
 struct MachineInner {
     log: Arc<ShardLog>,
     state_path: PathBuf,
+    snapshot_path: PathBuf,
     applied: Mutex<AppliedState>,
     /// The Raft index of the newest record in the log: entries up to it were applied.
     last_record_index: Mutex<u64>,
+    /// The snapshot served to replicas that need entries this replica's Raft log dropped.
+    snapshot: Mutex<Option<StoredSnapshot>>,
+    /// The next snapshot to build (`Replica::compact` sets it, then asks openraft to build).
+    next_snapshot: Mutex<Option<StoredSnapshot>>,
 }
 
 /// The state machine of a shard group: the shard's record log.
@@ -135,39 +173,85 @@ impl ShardMachine {
             Err(error) => return Err(BrokerError::Storage(error.into())),
         };
         let last_record_index = log.last_raft_index()?;
+        let snapshot_path = state_path.with_file_name("snapshot.json");
+        let snapshot = match std::fs::read(&snapshot_path) {
+            Ok(bytes) => Some(
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| BrokerError::Replication(format!("shard snapshot file: {e}")))?,
+            ),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+            Err(error) => return Err(BrokerError::Storage(error.into())),
+        };
         Ok(ShardMachine(Arc::new(MachineInner {
             log,
             state_path,
+            snapshot_path,
             applied: Mutex::new(applied),
             last_record_index: Mutex::new(last_record_index),
+            snapshot: Mutex::new(snapshot),
+            next_snapshot: Mutex::new(None),
         })))
     }
 
     /// Writes the state file durably (temp file, fsync, rename).
     fn save(&self, state: &AppliedState) -> io::Result<()> {
-        use std::io::Write;
-        let temp = self.0.state_path.with_extension("tmp");
-        let bytes = serde_json::to_vec(state).map_err(io::Error::other)?;
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, &self.0.state_path)
+        write_durably(&self.0.state_path, &serde_json::to_vec(state).map_err(io::Error::other)?)
     }
+
+    /// Makes `snapshot` the one served, durably.
+    fn keep_snapshot(&self, snapshot: StoredSnapshot) -> io::Result<()> {
+        let bytes = serde_json::to_vec(&snapshot).map_err(io::Error::other)?;
+        write_durably(&self.0.snapshot_path, &bytes)?;
+        *self.0.snapshot.lock() = Some(snapshot);
+        Ok(())
+    }
+
+    /// The Raft index of the snapshot served, 0 without one.
+    fn snapshot_index(&self) -> u64 {
+        self.0
+            .snapshot
+            .lock()
+            .as_ref()
+            .map_or(0, |s| s.last_log_id.index)
+    }
+}
+
+/// Writes `bytes` to `path` durably (temp file, fsync, rename).
+fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let temp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temp, path)
 }
 
 impl RaftSnapshotBuilder<ShardTypes> for ShardMachine {
     type SnapshotData = SnapshotBytes;
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<ShardTypes, SnapshotBytes>, io::Error> {
-        // The shard's Raft log is not purged, so a snapshot never has to carry records.
-        let state = self.0.applied.lock().clone();
-        Ok(SnapshotOf::<ShardTypes, SnapshotBytes> {
-            meta: SnapshotMetaOf::<ShardTypes> {
-                last_log_id: state.applied,
-                last_membership: state.membership,
-            },
-            snapshot: Cursor::new(Vec::new()),
-        })
+        // Snapshots are built only when `Replica::compact` asks, at the point it chose.
+        let next = self.0.next_snapshot.lock().take();
+        if let Some(next) = next {
+            let machine = self.clone();
+            let kept = next.clone();
+            tokio::task::spawn_blocking(move || machine.keep_snapshot(kept))
+                .await
+                .map_err(io::Error::other)??;
+            return next.to_snapshot();
+        }
+        match self.0.snapshot.lock().clone() {
+            Some(current) => current.to_snapshot(),
+            // Nothing to offer: a snapshot of nothing, which openraft ignores as not newer
+            // than the none it has.
+            None => Ok(SnapshotOf::<ShardTypes, SnapshotBytes> {
+                meta: SnapshotMetaOf::<ShardTypes> {
+                    last_log_id: None,
+                    last_membership: Membership::default(),
+                },
+                snapshot: Cursor::new(Vec::new()),
+            }),
+        }
     }
 }
 
@@ -292,23 +376,51 @@ impl RaftStateMachine<ShardTypes> for ShardMachine {
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMetaOf<ShardTypes>,
-        _snapshot: Self::SnapshotData,
+        snapshot: Self::SnapshotData,
     ) -> Result<(), io::Error> {
         let state = AppliedState {
             applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
         };
-        *self.0.applied.lock() = state.clone();
+        let data = snapshot.into_inner();
+        let stored = match (meta.last_log_id, data.is_empty()) {
+            (Some(last_log_id), false) => Some(StoredSnapshot {
+                last_log_id,
+                membership: meta.last_membership.clone(),
+                point: serde_json::from_slice(&data).map_err(io::Error::other)?,
+            }),
+            _ => None,
+        };
         let machine = self.clone();
-        tokio::task::spawn_blocking(move || machine.save(&state))
-            .await
-            .map_err(io::Error::other)?
+        tokio::task::spawn_blocking(move || {
+            if let Some(stored) = stored {
+                // The records of the entries the snapshot covers are gone by retention where
+                // it was taken: the record log goes on where they end. A replica holding
+                // more than the snapshot keeps it (its later entries are recognised as
+                // applied when they come again).
+                let point = stored.point;
+                let restarted = machine
+                    .0
+                    .log
+                    .restart_at(point.next_offset, point.timestamp_ms)
+                    .map_err(io::Error::other)?;
+                if restarted {
+                    *machine.0.last_record_index.lock() = stored.last_log_id.index;
+                }
+                machine.keep_snapshot(stored)?;
+            }
+            *machine.0.applied.lock() = state.clone();
+            machine.save(&state)
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<SnapshotOf<ShardTypes, SnapshotBytes>>, io::Error> {
-        Ok(None)
+        let current = self.0.snapshot.lock().clone();
+        current.map(|s| s.to_snapshot()).transpose()
     }
 }
 
@@ -354,7 +466,11 @@ fn raft_config() -> Result<Arc<openraft::Config>, BrokerError> {
         heartbeat_interval: 250,
         election_timeout_min: 500,
         election_timeout_max: 1000,
+        // Snapshots are taken where retention deleted records (`Replica::compact`); the
+        // Raft log then drops the entries they cover at once.
         snapshot_policy: openraft::SnapshotPolicy::Never,
+        max_in_snapshot_log_to_keep: 0,
+        purge_batch_size: 1,
         max_payload_entries: 64,
         // A replica whose Raft log was damaged comes back with fewer entries than it
         // acknowledged (`crate::repair`): its leader starts it over from where it matches.
@@ -373,6 +489,8 @@ const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 /// One hosted shard replica: its record log and its Raft group.
 pub(crate) struct Replica {
     raft: Raft<ShardTypes, ShardMachine>,
+    machine: ShardMachine,
+    raft_log: LogReader<ShardTypes>,
     /// The group's metrics, kept: background passes read every replica's every second.
     metrics: WatchReceiverOf<ShardTypes, RaftMetrics<ShardTypes>>,
     group: Arc<str>,
@@ -413,7 +531,7 @@ impl Replica {
         node_id: u64,
         replicas: &BTreeMap<u64, PeerNode>,
         initializer: u64,
-        fsync: bool,
+        raft_log_config: LogConfig,
         keys: Arc<dyn KeyProvider>,
         router: Router,
         groups: &Groups,
@@ -437,12 +555,9 @@ impl Replica {
             ) => Some(EncryptionKey::new(key_id.clone())),
             _ => None,
         });
-        let store = LogStore::<ShardTypes>::open_sealed(
+        let mut store = LogStore::<ShardTypes>::open_sealed(
             dir.join("raft"),
-            LogConfig {
-                fsync,
-                ..LogConfig::default()
-            },
+            raft_log_config,
             keys,
             sealer,
         )
@@ -450,9 +565,10 @@ impl Replica {
         .map_err(|e| BrokerError::Replication(e.to_string()))?;
         // Entries cut from a damaged Raft log: the replica repairs itself from its group.
         let damage = store.damage();
+        let raft_log = store.get_log_reader().await;
         let group: Arc<str> = group.into();
         let network = GroupNetwork::new(router.clone(), Arc::clone(&group));
-        let raft = Raft::new(node_id, raft_config()?, network, store, machine)
+        let raft = Raft::new(node_id, raft_config()?, network, store, machine.clone())
             .await
             .map_err(|e| BrokerError::Replication(e.to_string()))?;
         // Every replica's node is pinged from now on, so that its loss is noticed.
@@ -505,6 +621,8 @@ impl Replica {
         Ok(Replica {
             metrics: raft.metrics(),
             raft,
+            machine,
+            raft_log,
             group,
             node_id,
             router,
@@ -625,6 +743,52 @@ impl Replica {
             ShardResponse::Failed(reason) => Err(WriteError::Failed(reason)),
             other => Err(WriteError::Failed(format!("unexpected answer {other:?}"))),
         }
+    }
+
+    /// Lets the Raft log drop the entries whose records retention deleted from the record
+    /// log: takes a snapshot just before the entry of the oldest retained record (see
+    /// [`SnapshotPoint`]), which openraft then purges up to. A replica that later needs
+    /// those entries (one behind, or a new one) installs the snapshot instead and starts its
+    /// record log where the retained records begin. Returns the snapshot's Raft index, if
+    /// one was taken.
+    pub async fn compact(&self) -> Result<Option<u64>, BrokerError> {
+        let log = Arc::clone(&self.machine.0.log);
+        let Some(start) = tokio::task::spawn_blocking(move || log.retained_start()).await?? else {
+            return Ok(None);
+        };
+        let index = start.raft_index - 1;
+        if index <= self.machine.snapshot_index() {
+            return Ok(None);
+        }
+        let mut reader = self.raft_log.clone();
+        let entries = reader
+            .try_get_log_entries(index..index + 1)
+            .await
+            .map_err(|e| BrokerError::Replication(e.to_string()))?;
+        let Some(entry) = entries.first() else {
+            return Ok(None);
+        };
+        let last_log_id = entry.log_id();
+        // The snapshot's membership must be the one in force at its index: wait while a
+        // newer change is applied (retention passes it soon).
+        let membership = self.machine.0.applied.lock().membership.clone();
+        if membership.log_id().as_ref() > Some(&last_log_id) {
+            return Ok(None);
+        }
+        *self.machine.0.next_snapshot.lock() = Some(StoredSnapshot {
+            last_log_id,
+            membership,
+            point: SnapshotPoint {
+                next_offset: start.offset,
+                timestamp_ms: start.timestamp_ms,
+            },
+        });
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| BrokerError::Replication(e.to_string()))?;
+        Ok(Some(index))
     }
 
     /// Stops the group and forgets it on the transport and in the pacemaker.

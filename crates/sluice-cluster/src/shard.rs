@@ -72,6 +72,17 @@ pub(crate) struct ShardLog {
     limits: Mutex<ShardLimits>,
 }
 
+/// See [`ShardLog::retained_start`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RetainedStart {
+    /// The Raft index of the entry of the first retained record.
+    pub raft_index: u64,
+    /// That record's offset.
+    pub offset: u64,
+    /// Its arrival time.
+    pub timestamp_ms: u64,
+}
+
 /// The first offset given to one append; its records have consecutive offsets.
 pub(crate) struct Appended {
     pub first_offset: u64,
@@ -176,6 +187,41 @@ impl ShardLog {
         let entries = log.read(next - 1, next, 1, usize::MAX)?;
         Ok(entries.first().map_or(0, |entry| entry.term))
     }
+    /// Where this log's retained records begin in Raft terms, for a snapshot that lets the
+    /// shard's Raft log drop the entries whose records retention deleted. Retention deletes
+    /// whole segments and an entry's records are written in one batch, which never spans
+    /// segments: the first retained record is the first of its entry, and every earlier
+    /// entry wrote only records before it. `None` while nothing was deleted. Blocking.
+    pub fn retained_start(&self) -> Result<Option<RetainedStart>, BrokerError> {
+        let log = &self.shared.log;
+        let first = log.first_index();
+        if first == 0 || first >= self.commit_point() {
+            return Ok(None);
+        }
+        let records = log.read(first, first + 1, 1, usize::MAX)?;
+        Ok(records.first().map(|record| RetainedStart {
+            raft_index: record.term,
+            offset: record.index,
+            timestamp_ms: record.timestamp_ms,
+        }))
+    }
+
+    /// Starts the log over, empty, at `offset` if it ends before it (a snapshot says the
+    /// records before `offset` are gone by retention); arrival times go on from
+    /// `timestamp_ms` (that of the record at `offset` where the snapshot was taken, which
+    /// its entry gives it again here). Blocking. Whether the log was started over.
+    pub fn restart_at(&self, offset: u64, timestamp_ms: u64) -> Result<bool, BrokerError> {
+        let mut writer = self.shared.writer.lock();
+        if self.shared.log.next_index() >= offset {
+            return Ok(false);
+        }
+        self.shared.log.restart_at(offset)?;
+        *self.shared.unsynced.lock() = None;
+        writer.last_timestamp_ms = writer.last_timestamp_ms.max(timestamp_ms);
+        self.shared.committed.send_replace(offset);
+        Ok(true)
+    }
+
     /// Closes the shard for writes and returns the offset of its last record, durable.
     pub fn close_blocking(&self) -> Result<Option<u64>, BrokerError> {
         let last = {

@@ -877,6 +877,69 @@ impl Log {
         result.map(|()| dropped)
     }
 
+    /// Empties the log and starts it over at `index`, which must be beyond its end: every
+    /// segment is deleted and an empty one begins at `index` (a replica that installs a
+    /// snapshot of newer state than it holds: the entries it lacks are not needed).
+    /// Durable when it returns. The new segment is made durable before the old ones go,
+    /// so a crash between leaves either the old log (recovery drops a newest segment that
+    /// does not follow on from its predecessor) or a suffix of it before the new segment.
+    pub fn restart_at(&self, index: u64) -> Result<(), StorageError> {
+        let _writer = self.writer.lock();
+        self.ensure_running()?;
+        let next_index = self.next_index.load(Ordering::Acquire);
+        if index < next_index {
+            return Err(StorageError::RestartBehind { index, next_index });
+        }
+        let _slot = self.acquire_sync_slot();
+        let mut state = self.state.write();
+        let paths = create_segment_files(&self.dir, index)?;
+        fsync_dir(&self.dir)?;
+        let file = open_rw(&paths.log)?;
+        let new = Arc::new(Active {
+            base: index,
+            paths,
+            file: Arc::new(file),
+            cipher: RwLock::new(None),
+            meta: RwLock::new(ActiveMeta {
+                size: 0,
+                next_index: index,
+                index: SparseIndex::default(),
+                builder: IndexBuilder::new(self.cfg.index_interval_bytes),
+                max_ts: None,
+            }),
+            persisted_points: Mutex::new(0),
+        });
+        let old_active = std::mem::replace(&mut state.active, new);
+        let old_sealed: Vec<Arc<Sealed>> = state.sealed.drain(..).collect();
+        self.first_index.store(index, Ordering::Release);
+        self.next_index.store(index, Ordering::Release);
+        *self.last_ts.lock() = None;
+        self.sync.lock().durable_next = index;
+        drop(state);
+        // Oldest first: what a crash leaves is a suffix of the old log, then the new one.
+        let mut result = Ok(());
+        for sealed in &old_sealed {
+            *sealed.loaded.lock() = None;
+            if let Err(error) = remove_segment_files(&sealed.paths) {
+                result = Err(error);
+            }
+        }
+        if old_active.base != index
+            && let Err(error) = remove_segment_files(&old_active.paths)
+        {
+            result = Err(error);
+        }
+        if result.is_ok() {
+            result = fsync_dir(&self.dir);
+        }
+        if result.is_err() {
+            self.stop();
+        }
+        bump(&self.counters.segments_deleted, old_sealed.len() as u64 + 1);
+        bump(&self.counters.segments_created, 1);
+        result
+    }
+
     /// Removes every entry with index `>= from`; durable when it returns. A no-op if
     /// `from >= next_index`, [`StorageError::Trimmed`] if `from < first_index`.
     ///

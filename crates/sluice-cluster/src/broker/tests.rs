@@ -131,6 +131,108 @@ async fn retention_deletes_whole_expired_segments_only() {
     assert!(out.records.len() < 23);
 }
 
+/// The shard's Raft log segments and whether its group directory holds a snapshot.
+fn raft_log_of(data: &std::path::Path) -> (usize, bool) {
+    let streams = data.join("streams");
+    let stream = std::fs::read_dir(&streams)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let group = stream.join(format!("{:012}.group", 0));
+    let segments = std::fs::read_dir(group.join("raft").join("log"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".log")
+        })
+        .count();
+    (segments, group.join("snapshot.json").exists())
+}
+
+#[tokio::test]
+async fn retention_lets_the_raft_log_drop_the_entries_of_deleted_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clock, reader) = ManualClock::new(1_700_000_000_000);
+    let offset_of = |out: &[Result<PutRecordOutput, PutRecordFailure>]| {
+        out[0].as_ref().unwrap().sequence.record_offset().unwrap()
+    };
+    let last_before;
+    {
+        let broker = broker_in(dir.path(), Arc::clone(&reader), 4096).await;
+        active_stream(&broker, "s", 1).await;
+        for i in 0..40 {
+            let out = broker
+                .put_records("s", vec![record("old", &[i as u8; 1000])])
+                .await
+                .unwrap();
+            assert!(out[0].is_ok());
+        }
+        let (segments_before, snapshot) = raft_log_of(dir.path());
+        assert!(
+            segments_before > 5 && !snapshot,
+            "{segments_before} segments"
+        );
+        clock.advance(25 * 3_600_000);
+        for i in 0..3 {
+            broker
+                .put_records("s", vec![record("new", &[i; 10])])
+                .await
+                .unwrap();
+        }
+        assert!(broker.enforce_retention().await.unwrap() >= 30);
+        // openraft builds the snapshot and purges behind it on its own time.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (segments, snapshot) = raft_log_of(dir.path());
+            if snapshot && segments < segments_before / 2 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the raft log still has {segments} of {segments_before} segments (snapshot: {snapshot})"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let out = broker
+            .put_records("s", vec![record("last", b"x")])
+            .await
+            .unwrap();
+        last_before = offset_of(&out);
+        broker.shutdown().await;
+    }
+    // After a restart the group starts from the snapshot and what follows it: the
+    // retained records are all there and new ones follow on in sequence.
+    let broker = broker_in(dir.path(), reader, 4096).await;
+    let out = broker
+        .put_records("s", vec![record("after", b"y")])
+        .await
+        .unwrap();
+    let after = offset_of(&out);
+    let iterator = broker
+        .get_shard_iterator("s", "shardId-000000000000", IteratorStart::TrimHorizon)
+        .await
+        .unwrap();
+    let read = broker.get_records(&iterator, 100).await.unwrap();
+    let keys: Vec<&str> = read
+        .records
+        .iter()
+        .map(|r| r.partition_key.as_str())
+        .collect();
+    assert!(
+        keys.ends_with(&["new", "new", "new", "last", "after"]),
+        "{keys:?}"
+    );
+    let offsets: Vec<u64> = read.records.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets[offsets.len() - 2..], [last_before, after]);
+    assert_eq!(after, last_before + 1, "offsets go on after the snapshot");
+    assert_eq!(last_before, 43);
+}
+
 #[tokio::test]
 async fn restart_keeps_records_streams_and_closed_shards() {
     let dir = tempfile::tempdir().unwrap();
@@ -493,4 +595,148 @@ async fn deregistering_a_consumer_ends_its_subscriptions() {
         matches!(ended, Some(Err(BrokerError::NotFound(_)))),
         "{ended:?}"
     );
+}
+
+/// A broker of a cluster, serving its peers on a port of its own.
+async fn cluster_broker(
+    dir: &std::path::Path,
+    id: u64,
+    join: Option<&str>,
+    clock: Clock,
+) -> (Broker, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let broker = Broker::open(BrokerConfig {
+        fsync: false,
+        segment_bytes: 4096,
+        retention_check_interval: Duration::from_secs(3600),
+        clock,
+        node: MetaNode {
+            id,
+            node: PeerNode {
+                grpc: addr.clone(),
+                kinesis: String::new(),
+                zone: None,
+            },
+            join: join.map(|a| vec![a.to_owned()]).unwrap_or_default(),
+        },
+        peer_local_ip: Some(std::net::IpAddr::from([127, 0, 0, 1])),
+        // The test polls reads faster than a shard's five calls a second.
+        shard_limits: ShardLimitsConfig::disabled(),
+        ..BrokerConfig::new(dir)
+    })
+    .await
+    .unwrap();
+    let server = tonic::transport::Server::builder()
+        .add_service(broker.peer_service())
+        .add_service(broker.shard_service());
+    tokio::spawn(server.serve_with_incoming(
+        tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+    ));
+    (broker, addr)
+}
+
+/// Every record of shard 0 a broker reads from its own replica or through a holder.
+async fn read_shard_zero(broker: &Broker) -> Vec<(u64, String, u64)> {
+    let iterator = match broker
+        .get_shard_iterator("s", "shardId-000000000000", IteratorStart::TrimHorizon)
+        .await
+    {
+        Ok(iterator) => iterator,
+        Err(error) => {
+            eprintln!("iterator: {error}");
+            return Vec::new();
+        }
+    };
+    match broker.get_records(&iterator, 1000).await {
+        Ok(out) => out
+            .records
+            .into_iter()
+            .map(|r| (r.offset, r.partition_key, r.arrival_ms))
+            .collect(),
+        Err(error) => {
+            eprintln!("records: {error}");
+            Vec::new()
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_added_after_retention_starts_from_the_snapshot() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (clock, reader) = ManualClock::new(1_700_000_000_000);
+    let (first, seed) = cluster_broker(dirs[0].path(), 1, None, Arc::clone(&reader)).await;
+    let (second, _) = cluster_broker(dirs[1].path(), 2, Some(&seed), Arc::clone(&reader)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while first.cluster_members().0.len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "node 2 never joined");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    active_stream(&first, "s", 1).await;
+    for i in 0..40 {
+        let out = first
+            .put_records("s", vec![record("old", &[i as u8; 1000])])
+            .await
+            .unwrap();
+        assert!(out[0].is_ok(), "{out:?}");
+    }
+    clock.advance(25 * 3_600_000);
+    for i in 0..3 {
+        let out = first
+            .put_records("s", vec![record("new", &[i; 10])])
+            .await
+            .unwrap();
+        assert!(out[0].is_ok(), "{out:?}");
+    }
+    // Both replicas drop the expired records, then the Raft entries that held them.
+    for (broker, dir) in [(&first, &dirs[0]), (&second, &dirs[1])] {
+        assert!(broker.enforce_retention().await.unwrap() >= 30);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !raft_log_of(dir.path()).1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no snapshot was taken"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let expected = read_shard_zero(&first).await;
+    assert_eq!(
+        expected
+            .iter()
+            .map(|(_, k, _)| k.as_str())
+            .collect::<Vec<_>>()[expected.len() - 3..],
+        ["new", "new", "new"]
+    );
+    assert!(expected[0].0 > 0, "old records are gone: {expected:?}");
+    // A third node joins: the rebalancer gives it a replica of the shard, which cannot be
+    // built from the purged Raft log and starts from the snapshot instead.
+    let (third, _) = cluster_broker(dirs[2].path(), 3, Some(&seed), Arc::clone(&reader)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let placed = third
+            .shard_placement()
+            .into_iter()
+            .any(|p| p.replicas.contains(&3) && p.moving.is_none());
+        if placed && raft_log_of(dirs[2].path()).1 && read_shard_zero(&third).await == expected {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node 3 has no caught-up replica: {:?} / {:?}",
+            third.shard_placement(),
+            read_shard_zero(&third).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Writes go on with the next offsets on every replica.
+    let out = third
+        .put_records("s", vec![record("after", b"x")])
+        .await
+        .unwrap();
+    let offset = out[0].as_ref().unwrap().sequence.record_offset().unwrap();
+    assert_eq!(offset, expected.last().unwrap().0 + 1);
+    for broker in [&first, &second, &third] {
+        broker.shutdown().await;
+    }
 }

@@ -157,6 +157,52 @@ fn append_then_read_returns_entries_in_order() {
 }
 
 #[test]
+fn a_log_restarts_beyond_its_end_and_recovers_there() {
+    let dir = TempDir::new().unwrap();
+    let log = Log::open(dir.path(), config(4 << 10, 256)).unwrap();
+    for ts in 0..20 {
+        append_batch(&log, 10, ts, 0);
+    }
+    assert!(segment_files(dir.path()).len() > 2);
+    assert!(matches!(
+        log.restart_at(150),
+        Err(StorageError::RestartBehind {
+            index: 150,
+            next_index: 200
+        })
+    ));
+    log.restart_at(1_000).unwrap();
+    assert_eq!((log.first_index(), log.next_index()), (1_000, 1_000));
+    assert_eq!(log.durable_index(), Some(999));
+    assert_eq!(log.last_entry_timestamp(), None);
+    assert_eq!(segment_files(dir.path()), vec![1_000]);
+    assert!(read_all(&log).is_empty());
+    assert_eq!(append_batch(&log, 5, 7, 1), (1_000, 1_004));
+    log.sync(1_004).unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), config(4 << 10, 256)).unwrap();
+    assert_eq!((log.first_index(), log.next_index()), (1_000, 1_005));
+    assert_eq!(indexes(&read_all(&log)), (1_000..1_005).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_crash_during_a_restart_leaves_the_old_log() {
+    // The new segment exists and the old ones are still there: recovery keeps the old log
+    // (the newest segment does not follow on from its predecessor).
+    let dir = TempDir::new().unwrap();
+    let log = Log::open(dir.path(), config(4 << 10, 256)).unwrap();
+    for ts in 0..20 {
+        append_batch(&log, 10, ts, 0);
+    }
+    log.sync(199).unwrap();
+    drop(log);
+    create_segment_files(dir.path(), 5_000).unwrap();
+    let log = Log::open(dir.path(), config(4 << 10, 256)).unwrap();
+    assert_eq!((log.first_index(), log.next_index()), (0, 200));
+    assert_eq!(read_all(&log).len(), 200);
+}
+
+#[test]
 fn invalid_calls_are_rejected() {
     let dir = TempDir::new().unwrap();
     let log = Log::open(dir.path(), config(1 << 20, 256)).unwrap();
