@@ -34,8 +34,8 @@ use openraft::type_config::alias::{
 use openraft::{EntryPayload, OptionalSend, Raft, StoredMembership};
 use parking_lot::Mutex;
 use sluice_replication::{
-    GroupNetwork, Groups, LogReader, LogStore, PacedRaft, PeerCallError, PeerNode, RaftGroup, Router, Sealer,
-    SnapshotBytes, ensure_lease, leader_changes_from, wait_for_leader,
+    GroupNetwork, Groups, LogReader, LogStore, PacedRaft, PeerCallError, PeerNode, RaftGroup,
+    Router, Sealer, SnapshotBytes, ensure_lease, leader_changes_from, wait_for_leader,
 };
 use sluice_storage::{EncryptionKey, KeyProvider, LogConfig};
 use std::collections::BTreeMap;
@@ -195,7 +195,10 @@ impl ShardMachine {
 
     /// Writes the state file durably (temp file, fsync, rename).
     fn save(&self, state: &AppliedState) -> io::Result<()> {
-        write_durably(&self.0.state_path, &serde_json::to_vec(state).map_err(io::Error::other)?)
+        write_durably(
+            &self.0.state_path,
+            &serde_json::to_vec(state).map_err(io::Error::other)?,
+        )
     }
 
     /// Makes `snapshot` the one served, durably.
@@ -555,14 +558,10 @@ impl Replica {
             ) => Some(EncryptionKey::new(key_id.clone())),
             _ => None,
         });
-        let mut store = LogStore::<ShardTypes>::open_sealed(
-            dir.join("raft"),
-            raft_log_config,
-            keys,
-            sealer,
-        )
-        .await
-        .map_err(|e| BrokerError::Replication(e.to_string()))?;
+        let mut store =
+            LogStore::<ShardTypes>::open_sealed(dir.join("raft"), raft_log_config, keys, sealer)
+                .await
+                .map_err(|e| BrokerError::Replication(e.to_string()))?;
         // Entries cut from a damaged Raft log: the replica repairs itself from its group.
         let damage = store.damage();
         let raft_log = store.get_log_reader().await;
@@ -607,9 +606,17 @@ impl Replica {
                 .await
                 .map_err(|e| BrokerError::Replication(e.to_string()))?;
         }
-        // A group of one replica leads from its start; a new group's first leader is its
-        // initializer.
+        // A group of one replica leads from its start (openraft elects its only voter by
+        // itself: campaigning again at once would only start a second term); a new group's
+        // first leader is its initializer.
+        let sole_leader = replicas.len() == 1
+            && raft
+                .wait(Some(Duration::from_millis(500)))
+                .current_leader(node_id, "sole replica leads")
+                .await
+                .is_ok();
         if (initializes || replicas.len() == 1)
+            && !sole_leader
             && raft.metrics().borrow_watched().current_leader != Some(node_id)
         {
             raft.trigger()
