@@ -372,16 +372,21 @@ async fn run_writer(
     mut queue: mpsc::Receiver<PendingAppend>,
     cancel: CancellationToken,
 ) {
-    let mut last_sync = tokio::time::Instant::now();
+    // When the oldest record not yet fsynced was written: the timer runs only while there
+    // is one, so an idle shard never wakes.
+    let mut dirty_since: Option<tokio::time::Instant> = None;
     loop {
+        let sync_at = dirty_since.map(|since| since + BACKGROUND_SYNC);
         let first = tokio::select! {
             _ = cancel.cancelled() => {
                 sync_behind(&shared).await;
                 return;
             }
-            () = tokio::time::sleep_until(last_sync + BACKGROUND_SYNC) => {
+            () = tokio::time::sleep_until(sync_at.unwrap_or_else(tokio::time::Instant::now)),
+                if sync_at.is_some() =>
+            {
                 sync_behind(&shared).await;
-                last_sync = tokio::time::Instant::now();
+                dirty_since = None;
                 continue;
             }
             next = queue.recv() => match next {
@@ -416,6 +421,9 @@ async fn run_writer(
                 return;
             }
         };
+        if dirty_since.is_none() && shared.unsynced.lock().is_some() {
+            dirty_since = Some(tokio::time::Instant::now());
+        }
         match outcome {
             Ok(outcomes) => {
                 for (pending, outcome) in drained.into_iter().zip(outcomes) {
