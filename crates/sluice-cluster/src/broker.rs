@@ -174,6 +174,8 @@ struct Inner {
     replicas: RwLock<HashMap<ShardKey, Arc<Replica>>>,
     /// Held while a shard log is being opened.
     opening: tokio::sync::Mutex<()>,
+    /// When this node, as the metadata leader, first saw each stream still DELETING.
+    deleting_since: parking_lot::Mutex<HashMap<(String, u64), tokio::time::Instant>>,
     /// Clients of other nodes' shard service, for shards held elsewhere.
     remote: remote::Peers,
     scaler: parking_lot::Mutex<autoscale::ScalerState>,
@@ -217,6 +219,7 @@ impl Broker {
                 router,
                 replicas: RwLock::new(HashMap::new()),
                 opening: tokio::sync::Mutex::new(()),
+                deleting_since: parking_lot::Mutex::new(HashMap::new()),
                 remote,
                 scaler: parking_lot::Mutex::new(autoscale::ScalerState::default()),
                 metrics: Metrics::default(),
@@ -339,6 +342,44 @@ impl Broker {
         };
         for (name, created_ms) in gone {
             self.drop_local_stream(&name, created_ms).await?;
+        }
+        self.forget_stale_deletions(&streams).await
+    }
+
+    /// A DeleteStream is settled by the node that took it; if that fails (or the node went
+    /// away), the stream would stay DELETING. The metadata leader forgets a stream that
+    /// has been DELETING for a while (every node drops its replicas as soon as it is
+    /// DELETING).
+    async fn forget_stale_deletions(&self, streams: &[Stream]) -> Result<(), BrokerError> {
+        const STALE_AFTER: Duration = Duration::from_secs(30);
+        let stale: Vec<(String, u64)> = {
+            let mut since = self.inner.deleting_since.lock();
+            if self.inner.meta.leader() != Some(self.node_id()) {
+                since.clear();
+                return Ok(());
+            }
+            let deleting: std::collections::HashSet<(String, u64)> = streams
+                .iter()
+                .filter(|s| s.status == StreamStatus::Deleting)
+                .map(|s| (s.name.clone(), s.created_ms))
+                .collect();
+            since.retain(|key, _| deleting.contains(key));
+            let now = tokio::time::Instant::now();
+            deleting
+                .into_iter()
+                .filter(|key| {
+                    now.duration_since(*since.entry(key.clone()).or_insert(now)) >= STALE_AFTER
+                })
+                .collect()
+        };
+        for (name, created_ms) in stale {
+            tracing::warn!(stream = %name, "forgetting a stream left DELETING");
+            self.propose(Command::ForgetStream {
+                name: name.clone(),
+                created_ms,
+            })
+            .await?;
+            self.inner.metrics.forget_stream(&name);
         }
         Ok(())
     }

@@ -233,6 +233,30 @@ async fn retention_lets_the_raft_log_drop_the_entries_of_deleted_records() {
     assert_eq!(last_before, 43);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_stream_left_deleting_is_forgotten_by_the_metadata_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_clock, reader) = ManualClock::new(1_700_000_000_000);
+    let broker = broker_in(dir.path(), reader, 64 << 20).await;
+    active_stream(&broker, "s", 1).await;
+    // A DeleteStream whose settling never ran (its node stopped right after committing it).
+    broker
+        .propose(Command::DeleteStream {
+            name: "s".to_owned(),
+            enforce_consumer_deletion: false,
+        })
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    assert_eq!(broker.stream("s").unwrap().status, StreamStatus::Deleting);
+    while broker.stream("s").is_ok() {
+        assert!(started.elapsed() < Duration::from_secs(120), "still DELETING");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(started.elapsed() >= Duration::from_secs(30));
+    broker.shutdown().await;
+}
+
 #[tokio::test]
 async fn restart_keeps_records_streams_and_closed_shards() {
     let dir = tempfile::tempdir().unwrap();
