@@ -37,7 +37,9 @@ pub enum StorageError {
     #[error("index {index} has not been written, the next index is {next_index}")]
     NotWritten { index: u64, next_index: u64 },
     /// `restart_at` was asked to start the log over at or before its end.
-    #[error("a log restarts only beyond its end: asked for {index}, the next index is {next_index}")]
+    #[error(
+        "a log restarts only beyond its end: asked for {index}, the next index is {next_index}"
+    )]
     RestartBehind { index: u64, next_index: u64 },
     /// `append` was called with no entries.
     #[error("append needs at least one entry")]
