@@ -591,21 +591,7 @@ impl Log {
         if self.cfg.fsync {
             fsync_dir(&self.dir)?;
         }
-        let file = open_rw(&paths.log)?;
-        let new = Arc::new(Active {
-            base: end,
-            paths,
-            file: Arc::new(file),
-            cipher: RwLock::new(None),
-            meta: RwLock::new(ActiveMeta {
-                size: 0,
-                next_index: end,
-                index: SparseIndex::default(),
-                builder: IndexBuilder::new(self.cfg.index_interval_bytes),
-                max_ts: None,
-            }),
-            persisted_points: Mutex::new(0),
-        });
+        let new = Arc::new(self.empty_active(end, paths)?);
         let sealed = Arc::new(Sealed::new(old.base, end, size, old.paths.clone()));
         if let Some(max_ts) = max_ts {
             let _ = sealed.max_ts.set(max_ts);
@@ -626,6 +612,25 @@ impl Log {
         let mut sync = self.sync.lock();
         sync.durable_next = sync.durable_next.max(end);
         Ok(new)
+    }
+
+    /// A new, empty active segment starting at `base` over freshly created files.
+    fn empty_active(&self, base: u64, paths: SegmentPaths) -> Result<Active, StorageError> {
+        let file = open_rw(&paths.log)?;
+        Ok(Active {
+            base,
+            paths,
+            file: Arc::new(file),
+            cipher: RwLock::new(None),
+            meta: RwLock::new(ActiveMeta {
+                size: 0,
+                next_index: base,
+                index: SparseIndex::default(),
+                builder: IndexBuilder::new(self.cfg.index_interval_bytes),
+                max_ts: None,
+            }),
+            persisted_points: Mutex::new(0),
+        })
     }
 
     /// Returns once every entry with index `<= index` is durable.
@@ -894,21 +899,7 @@ impl Log {
         let mut state = self.state.write();
         let paths = create_segment_files(&self.dir, index)?;
         fsync_dir(&self.dir)?;
-        let file = open_rw(&paths.log)?;
-        let new = Arc::new(Active {
-            base: index,
-            paths,
-            file: Arc::new(file),
-            cipher: RwLock::new(None),
-            meta: RwLock::new(ActiveMeta {
-                size: 0,
-                next_index: index,
-                index: SparseIndex::default(),
-                builder: IndexBuilder::new(self.cfg.index_interval_bytes),
-                max_ts: None,
-            }),
-            persisted_points: Mutex::new(0),
-        });
+        let new = Arc::new(self.empty_active(index, paths)?);
         let old_active = std::mem::replace(&mut state.active, new);
         let old_sealed: Vec<Arc<Sealed>> = state.sealed.drain(..).collect();
         self.first_index.store(index, Ordering::Release);
