@@ -72,6 +72,8 @@ EXPECTED_KINDS = {
         "StatefulSet",
     ],
     "five-tls": [
+        "ClusterRole",
+        "ClusterRoleBinding",
         "ConfigMap",
         "Ingress",
         "PodDisruptionBudget",
@@ -133,6 +135,9 @@ def test_strict_validation_catches_a_misplaced_field(rendered_sets: dict[str, Re
         {"config": {"logFormat": "yaml"}},
         {"tls": {"enabled": True}},  # no secretName
         {"ingress": {"enabled": True}},  # no hosts
+        {"zoneFromNode": "yes"},
+        {"zone": "eu west 1"},
+        {"tls": {"peerCA": "no"}},
     ],
     ids=lambda v: json.dumps(v, sort_keys=True),
 )
@@ -154,8 +159,7 @@ def test_values_schema_refuses_an_unknown_top_level_key_at_install() -> None:
 def test_supported_replica_counts(count: int) -> None:
     rendered = render({"replicaCount": count})
     assert rendered.statefulset["spec"]["replicas"] == count
-    warned = "needs the cluster release" in rendered.notes
-    assert warned == (count > 1)
+    assert ("Pod 0 bootstraps the cluster" in rendered.notes) == (count > 1)
 
 
 # --- authentication ---------------------------------------------------------------------
@@ -262,7 +266,9 @@ def test_pods_run_unprivileged(value_set: str, rendered_sets: dict[str, Rendered
     # Without it the kubelet makes every file of the volume group-readable at each mount,
     # the keyring included, and the node refuses to start.
     assert pod["fsGroupChangePolicy"] == "OnRootMismatch"
-    assert rendered.pod["automountServiceAccountToken"] is False
+    # A service account token only to read the node's zone label (zoneFromNode).
+    discovers_zone = "SLUICE_ZONE_FROM_NODE" in rendered.env
+    assert rendered.pod["automountServiceAccountToken"] is discovers_zone
     for container in rendered.pod["containers"] + rendered.pod.get("initContainers", []):
         context = container["securityContext"]
         assert context["readOnlyRootFilesystem"] is True, container["name"]
@@ -339,6 +345,7 @@ def test_tls_flags_and_mounts_only_with_tls(rendered_sets: dict[str, Rendered]) 
     assert flags["--tls-cert"] == f"{mount['mountPath']}/tls.crt"
     assert flags["--tls-key"] == f"{mount['mountPath']}/tls.key"
     assert flags["--tls-client-ca"] == f"{mount['mountPath']}/ca.crt"
+    assert flags["--tls-peer-ca"] == f"{mount['mountPath']}/ca.crt"
     secret = rendered.volume("tls")["secret"]
     assert secret["secretName"] == "sluice-tls"
     assert {i["key"] for i in secret["items"]} == {"tls.crt", "tls.key", "ca.crt"}
@@ -350,7 +357,77 @@ def test_mutual_tls_is_optional() -> None:
     rendered = render({"tls": {"enabled": True, "secretName": "s", "clientCA": False}})
     assert "--tls-cert" in rendered.args
     assert "--tls-client-ca" not in rendered.args
+    # A single node dials no peers: no CA needed, so a Secret without ca.crt still mounts.
+    assert "--tls-peer-ca" not in rendered.args
     assert {i["key"] for i in rendered.volume("tls")["secret"]["items"]} == {"tls.crt", "tls.key"}
+    assert "Nodes call each other over TLS" not in rendered.notes
+
+
+def test_a_tls_cluster_verifies_peers_against_the_secrets_ca() -> None:
+    rendered = render(
+        {"replicaCount": 3, "tls": {"enabled": True, "secretName": "s", "clientCA": False}}
+    )
+    args = rendered.args
+    mount = rendered.mount("tls")["mountPath"]
+    assert args[args.index("--tls-peer-ca") + 1] == f"{mount}/ca.crt"
+    assert "--tls-client-ca" not in args
+    items = {i["key"]: i["path"] for i in rendered.volume("tls")["secret"]["items"]}
+    assert items == {"tls.crt": "tls.crt", "tls.key": "tls.key", "ca.crt": "ca.crt"}
+    # Peers dial the pods' names under the headless Service: the notes say which SAN covers them.
+    advertised = rendered.env["SLUICE_ADVERTISE_GRPC_ADDR"]["value"]
+    assert advertised == "$(POD_NAME).sluice-headless.kinesis.svc:50051"
+    assert "*.sluice-headless.kinesis.svc" in rendered.notes
+    assert "server auth and client auth" in rendered.notes
+
+
+def test_a_tls_cluster_without_a_peer_ca_is_refused() -> None:
+    with pytest.raises(helm_python.HelmError, match="peerCA"):
+        render({"replicaCount": 3, "tls": {"enabled": True, "secretName": "s", "peerCA": False}})
+    # One node needs none.
+    single = render({"tls": {"enabled": True, "secretName": "s", "peerCA": False}})
+    assert "--tls-peer-ca" not in single.args
+
+
+# --- zones ------------------------------------------------------------------------------
+
+
+def test_zone_from_node_reads_the_node_label_with_a_read_only_cluster_role(
+    rendered_sets: dict[str, Rendered],
+) -> None:
+    rendered = rendered_sets["five-tls"]
+    env = rendered.env
+    assert env["SLUICE_ZONE_FROM_NODE"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    assert "SLUICE_ZONE" not in env
+    assert rendered.pod["automountServiceAccountToken"] is True
+    role = rendered.one("ClusterRole")
+    assert role["metadata"]["name"] == "kinesis-sluice-node-reader"
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]
+    binding = rendered.one("ClusterRoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": rendered.pod["serviceAccountName"], "namespace": "kinesis"}
+    ]
+    assert rendered.one("ServiceAccount")["metadata"]["name"] == rendered.pod["serviceAccountName"]
+
+
+def test_without_zone_discovery_no_token_and_no_cluster_role(
+    rendered_sets: dict[str, Rendered],
+) -> None:
+    for name in ("defaults", "single"):
+        rendered = rendered_sets[name]
+        assert rendered.pod["automountServiceAccountToken"] is False, name
+        assert rendered.all("ClusterRole") == [] and rendered.all("ClusterRoleBinding") == [], name
+        assert "SLUICE_ZONE_FROM_NODE" not in rendered.env, name
+    # A configured zone wins: nothing to discover.
+    both = render({"zone": "eu-west-1a", "zoneFromNode": True})
+    assert both.env["SLUICE_ZONE"]["value"] == "eu-west-1a"
+    assert "SLUICE_ZONE_FROM_NODE" not in both.env
+    assert both.all("ClusterRole") == []
+    assert both.pod["automountServiceAccountToken"] is False
 
 
 # --- monitoring and ingress -------------------------------------------------------------

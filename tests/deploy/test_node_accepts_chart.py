@@ -113,6 +113,12 @@ def container_env(rendered: Rendered) -> dict[str, str]:
             "metadata.labels['apps.kubernetes.io/pod-index']"
         ):
             env[name] = "0"
+        elif source.get("fieldRef", {}).get("fieldPath") == "spec.nodeName":
+            # zoneFromNode: the node asks the API server every pod is told of (below) for
+            # this Kubernetes node's labels; here there is none, so it starts without a zone.
+            env[name] = "worker-1"
+            env["KUBERNETES_SERVICE_HOST"] = "127.0.0.1"
+            env["KUBERNETES_SERVICE_PORT"] = "1"
         elif source.get("fieldRef", {}).get("fieldPath") == "metadata.name":
             # Pod 0 of the StatefulSet: the pod every other pod joins through.
             env[name] = rendered.env["SLUICE_JOIN"]["value"].split(".")[0]

@@ -271,6 +271,17 @@ def drive_and_scrape(kinesis: Kinesis, admin_port: int) -> str:
     assert kinesis.call("SubscribeToShard", subscribe)[0] == 200
     assert kinesis.call("SubscribeToShard", subscribe)[0] == 400  # within five seconds
 
+    # The per-group Raft series appear at the next refresh of the Raft gauges (every 5 s).
+    deadline = time.monotonic() + 15
+    while True:
+        text = scrape(admin_port)
+        if 'sluice_raft_shard_term{stream="observed",shard="shardId-000000000000"}' in text:
+            return text
+        assert time.monotonic() < deadline, f"no per-group raft series:\n{text}"
+        time.sleep(0.2)
+
+
+def scrape(admin_port: int) -> str:
     connection = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=10)
     try:
         connection.request("GET", "/metrics")

@@ -375,3 +375,63 @@ async fn fan_out_series_count_refusals_and_report_millis_behind_latest() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn per_group_raft_series_name_each_hosted_shard_and_go_with_it() {
+    let node = Node::start_with(NodeOptions {
+        admin: true,
+        ..NodeOptions::default()
+    })
+    .await;
+    let client = node.client();
+    create_active(&client, "grouped", 2).await;
+    put(&client, "grouped", "key-1", b"one").await;
+    let series = |name: &str, shard: u32| {
+        format!("sluice_raft_shard_{name}{{stream=\"grouped\",shard=\"shardId-{shard:012}\"}}")
+    };
+
+    // The gauges are refreshed every 5 s: wait until both groups have their series.
+    wait_for("per-group raft series", Duration::from_secs(30), || async {
+        let text = scrape(&node).await;
+        (0..2).all(|shard| value(&text, &series("is_leader", shard)) == Some(1.0))
+    })
+    .await;
+    let text = scrape(&node).await;
+    for shard in 0..2 {
+        // A single node leads both groups; it has been elected in some term.
+        assert!(
+            value(&text, &series("term", shard)).is_some_and(|t| t >= 1.0),
+            "{text}"
+        );
+        let lag = value(&text, &series("commit_lag_entries", shard));
+        assert!(lag.is_some_and(|lag| lag >= 0.0), "{text}");
+    }
+    // Only the groups hosted here: no third shard.
+    assert_eq!(value(&text, &series("term", 2)), None, "{text}");
+    assert!(
+        value(&text, "sluice_raft_metadata_term").is_some_and(|t| t >= 1.0),
+        "{text}"
+    );
+    assert!(
+        value(&text, "sluice_raft_metadata_commit_lag_entries").is_some(),
+        "{text}"
+    );
+
+    // Deleted: the groups are no longer hosted and their series go.
+    client
+        .delete_stream()
+        .stream_name("grouped")
+        .send()
+        .await
+        .expect("delete stream");
+    wait_for(
+        "per-group series removed",
+        Duration::from_secs(30),
+        || async {
+            let text = scrape(&node).await;
+            !text.contains("stream=\"grouped\",shard=")
+        },
+    )
+    .await;
+    node.stop().await;
+}

@@ -1,6 +1,8 @@
 //! TLS on both listeners: the AWS SDK for Rust over HTTPS, HTTP/1.1 and HTTP/2 chosen by
 //! ALPN, plain HTTP refused, gRPC over TLS with and without client certificates, and a
-//! certificate swapped on disk reaching new handshakes without a restart.
+//! certificate swapped on disk reaching new handshakes without a restart; and a cluster
+//! whose nodes call each other over (mutual) TLS, which a node with a certificate from
+//! another CA cannot join.
 
 use crate::{create_active, put, read_all};
 use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
@@ -15,6 +17,7 @@ use rcgen::{
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use sluice_proto::v1 as pb;
+use sluice_proto::v1::node_client::NodeClient;
 use sluice_proto::v1::streams_client::StreamsClient;
 use sluice_tests::{Node, NodeOptions, wait_for};
 use std::net::SocketAddr;
@@ -56,12 +59,28 @@ impl TestCa {
     }
 
     fn leaf(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> Leaf {
+        self.leaf_for(names, vec![usage])
+    }
+
+    /// A node's certificate: it serves both listeners and is the client certificate of
+    /// its calls to peers, for the names peers dial (here the loopback IP).
+    fn node(&self) -> Leaf {
+        self.leaf_for(
+            &["localhost", "127.0.0.1"],
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        )
+    }
+
+    fn leaf_for(&self, names: &[&str], usages: Vec<ExtendedKeyUsagePurpose>) -> Leaf {
         let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
         let mut params = CertificateParams::new(names.clone()).expect("leaf params");
         params
             .distinguished_name
             .push(DnType::CommonName, &names[0]);
-        params.extended_key_usages = vec![usage];
+        params.extended_key_usages = usages;
         params.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate().expect("leaf key");
         let cert = params.signed_by(&key, &self.issuer).expect("sign the leaf");
@@ -547,4 +566,163 @@ async fn unusable_tls_files_stop_the_node_before_it_opens_its_data() {
         format!("read {}", missing_cert.display())
     );
     assert!(!data_dir.exists(), "the data directory was created");
+}
+
+/// A TLS node of a cluster: its certificate from `issuer`, mutual TLS on gRPC with
+/// `trusted` as the client CA, peers verified against `trusted` too (given as
+/// `tls_peer_ca` when `explicit_peer_ca`, else the default: the client CA).
+async fn start_cluster_node(
+    files: &CertFiles,
+    trusted: &TestCa,
+    explicit_peer_ca: bool,
+    join: Option<&Node>,
+    zone: Option<&str>,
+) -> Node {
+    std::fs::write(&files.client_ca, &trusted.cert_pem).expect("write ca");
+    Node::start_with(NodeOptions {
+        config: sluice_server::RawConfig {
+            tls_cert: Some(files.cert.clone()),
+            tls_key: Some(files.key.clone()),
+            tls_client_ca: Some(files.client_ca.clone()),
+            tls_peer_ca: explicit_peer_ca.then(|| files.client_ca.clone()),
+            join: join.map(|seed| vec![seed.grpc_addr.to_string()]),
+            zone: zone.map(str::to_owned),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+}
+
+/// GetClusterStatus over mutual TLS, with a client certificate of `ca`.
+async fn cluster_status(node: &Node, ca: &TestCa) -> Result<pb::GetClusterStatusResponse, String> {
+    let client = ca.client();
+    let channel = grpc_channel(node, ca, Some(&client))
+        .await
+        .map_err(|error| format!("connect: {error:?}"))?;
+    NodeClient::new(channel)
+        .get_cluster_status(pb::GetClusterStatusRequest {})
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|status| format!("call: {status:?}"))
+}
+
+/// Waits until `node` sees exactly `members` nodes and a metadata leader.
+async fn wait_members(node: &Node, ca: &TestCa, members: usize) {
+    wait_for(
+        &format!("{members} members seen by {}", node.grpc_addr),
+        Duration::from_secs(60),
+        || async {
+            cluster_status(node, ca)
+                .await
+                .is_ok_and(|status| status.nodes.len() == members && status.metadata_leader != 0)
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mutual_tls_cluster_forms_and_replicates_through_every_node() {
+    let ca = TestCa::new("sluice cluster ca");
+    let files: Vec<CertFiles> = (0..3).map(|_| CertFiles::new(&ca.node())).collect();
+    let first = start_cluster_node(&files[0], &ca, false, None, Some("zone-a")).await;
+    wait_members(&first, &ca, 1).await;
+    let second = start_cluster_node(&files[1], &ca, true, Some(&first), Some("zone-b")).await;
+    let third = start_cluster_node(&files[2], &ca, false, Some(&first), None).await;
+    let nodes = [&first, &second, &third];
+    for node in nodes {
+        wait_members(node, &ca, 3).await;
+    }
+
+    let clients: Vec<aws_sdk_kinesis::Client> = nodes
+        .iter()
+        .map(|node| https_sdk_client(&https_endpoint(node), &ca))
+        .collect();
+    create_active(&clients[1], "replicated", 2).await;
+    // Every shard has three replicas, so its group replicates between all three nodes.
+    let status = cluster_status(&third, &ca).await.expect("cluster status");
+    // Each node's zone, as it announced it (none for the third).
+    let mut zones: Vec<String> = status.nodes.iter().map(|n| n.zone.clone()).collect();
+    zones.sort();
+    assert_eq!(zones, ["", "zone-a", "zone-b"], "{status:?}");
+    let placed: Vec<_> = status
+        .shards
+        .iter()
+        .filter(|shard| shard.stream_name == "replicated")
+        .collect();
+    assert_eq!(placed.len(), 2, "{status:?}");
+    for shard in &placed {
+        let mut replicas = shard.replicas.clone();
+        replicas.sort_unstable();
+        replicas.dedup();
+        assert_eq!(replicas.len(), 3, "{shard:?}");
+    }
+
+    // A put through each node (forwarded to the shard's leader over TLS) ...
+    let mut written = Vec::new();
+    for (index, client) in clients.iter().enumerate() {
+        let key = format!("key-{index}");
+        let data = format!("through node {index}");
+        let (shard, sequence) = put(client, "replicated", &key, data.as_bytes()).await;
+        written.push((shard, sequence, data));
+    }
+    // ... reads back through every node, each replica having applied it.
+    for client in &clients {
+        for (shard, sequence, data) in &written {
+            let shard = shard.clone();
+            let sequence = sequence.clone();
+            wait_for(
+                &format!("record {sequence} readable"),
+                Duration::from_secs(20),
+                || {
+                    let shard = shard.clone();
+                    let sequence = sequence.clone();
+                    async move {
+                        read_all(client, "replicated", &shard)
+                            .await
+                            .iter()
+                            .any(|record| {
+                                record.sequence_number() == sequence
+                                    && record.data().as_ref() == data.as_bytes()
+                            })
+                    }
+                },
+            )
+            .await;
+        }
+    }
+    third.stop().await;
+    second.stop().await;
+    first.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_certificate_from_another_ca_cannot_join() {
+    let ca = TestCa::new("sluice cluster ca");
+    let rogue_ca = TestCa::new("another ca");
+    let files = CertFiles::new(&ca.node());
+    let first = start_cluster_node(&files, &ca, false, None, None).await;
+    wait_members(&first, &ca, 1).await;
+
+    // The intruder trusts the cluster's CA, but its own certificate was signed by another:
+    // the member refuses its client certificate, so the join call never gets through.
+    let rogue_files = CertFiles::new(&rogue_ca.node());
+    let rogue = start_cluster_node(&rogue_files, &ca, true, Some(&first), None).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < deadline {
+        let status = cluster_status(&first, &ca).await.expect("cluster status");
+        assert_eq!(status.nodes.len(), 1, "{status:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Nor does it know of a cluster (it answers with a certificate of its own CA).
+    let status = cluster_status(&rogue, &rogue_ca).await;
+    assert!(
+        status.is_err()
+            || status
+                .as_ref()
+                .is_ok_and(|status| status.metadata_leader == 0),
+        "{status:?}"
+    );
+    drop(rogue);
+    first.stop().await;
 }

@@ -59,6 +59,8 @@ pub struct BrokerConfig {
     pub node: MetaNode,
     /// Outgoing peer connections are bound to this address (the node's listen IP).
     pub peer_local_ip: Option<std::net::IpAddr>,
+    /// TLS for outgoing peer connections (the node's listeners speak TLS).
+    pub peer_tls: Option<sluice_replication::PeerTls>,
     /// A node the metadata leader has not heard from for this long is dead: the rebalancer
     /// re-creates its replicas on other nodes.
     pub dead_node_grace: Duration,
@@ -84,6 +86,7 @@ impl BrokerConfig {
                 join: Vec::new(),
             },
             peer_local_ip: None,
+            peer_tls: None,
             dead_node_grace: Duration::from_secs(300),
             max_concurrent_moves: 2,
         }
@@ -194,8 +197,8 @@ impl Broker {
     /// Opens the metadata and every shard log (recovering torn tails), finishes control
     /// operations a crash interrupted, and starts the retention task.
     pub async fn open(config: BrokerConfig) -> Result<Broker, BrokerError> {
-        let router = Router::new(config.peer_local_ip);
-        let remote = remote::Peers::new(config.peer_local_ip);
+        let router = Router::with_tls(config.peer_local_ip, config.peer_tls.clone());
+        let remote = remote::Peers::new(config.peer_local_ip, config.peer_tls.clone());
         router.set_identity(config.node.id, &config.node.node.grpc);
         let groups = Groups::new(router.clone());
         let meta = Meta::open(
@@ -1022,6 +1025,7 @@ impl Broker {
         gauges.shards_leaderless.set(leaderless);
         gauges.shards_under_replicated.set(under);
         gauges.replication_max_lag.set(max_lag as i64);
+        self.refresh_group_gauges();
     }
 
     fn spawn_raft_gauges(&self) {
@@ -1567,6 +1571,7 @@ fn format_time(ms: u64) -> String {
 mod access;
 mod autoscale;
 mod encryption;
+mod raft_metrics;
 mod rebalance;
 mod remote;
 mod subscribe;

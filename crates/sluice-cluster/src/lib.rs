@@ -28,5 +28,5 @@ pub use sluice_meta::{
     Consumer, ConsumerStatus, Identity, Member, MetaNode, ScalingPolicy, Shard, Stream, StreamMode,
     StreamStatus,
 };
-pub use sluice_replication::PeerNode;
+pub use sluice_replication::{PeerNode, PeerTls};
 pub use sluice_storage::{KeyProvider, LocalKeyring};

@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use sluice_types::ShardId;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -773,12 +773,60 @@ pub struct RaftGauges {
     pub shards_under_replicated: Gauge,
     /// The largest lag, in entries, of a follower behind its leader among the groups led here.
     pub replication_max_lag: Gauge,
+    /// The metadata group's commit lag on this node (see `sluice_replication::commit_lag`).
+    pub metadata_commit_lag: Gauge,
+    /// Per shard group hosted here: its term, whether this node leads it, and its commit
+    /// lag on this node. Only groups hosted here have series ([`RaftGauges::set_groups`]).
+    pub shard_term: Family<ShardLabels, Gauge>,
+    pub shard_is_leader: Family<ShardLabels, Gauge>,
+    pub shard_commit_lag: Family<ShardLabels, Gauge>,
+    /// The groups that have series now, so that those no longer hosted lose theirs.
+    groups: Arc<Mutex<HashSet<ShardLabels>>>,
+}
+
+/// One shard group's state on this node, for the per-group series.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupState {
+    pub stream: String,
+    pub shard: u32,
+    pub term: u64,
+    pub leads: bool,
+    pub commit_lag: u64,
 }
 
 /// A follower this many entries behind makes its shard under-replicated.
 pub const UNDER_REPLICATED_LAG: u64 = 1_000;
 
 impl RaftGauges {
+    /// Sets the per-group series to `groups` (every group hosted here) and removes those of
+    /// groups no longer hosted.
+    pub fn set_groups(&self, groups: &[GroupState]) {
+        let mut known = self.groups.lock();
+        let mut now = HashSet::with_capacity(groups.len());
+        for group in groups {
+            let labels = ShardLabels {
+                stream: group.stream.clone(),
+                shard: ShardId(group.shard).to_string(),
+            };
+            self.shard_term
+                .get_or_create(&labels)
+                .set(i64::try_from(group.term).unwrap_or(i64::MAX));
+            self.shard_is_leader
+                .get_or_create(&labels)
+                .set(i64::from(group.leads));
+            self.shard_commit_lag
+                .get_or_create(&labels)
+                .set(i64::try_from(group.commit_lag).unwrap_or(i64::MAX));
+            now.insert(labels);
+        }
+        for gone in known.difference(&now) {
+            self.shard_term.remove(gone);
+            self.shard_is_leader.remove(gone);
+            self.shard_commit_lag.remove(gone);
+        }
+        *known = now;
+    }
+
     fn register(&self, sluice: &mut Registry) {
         sluice.register(
             "raft_metadata_leader_known",
@@ -809,6 +857,26 @@ impl RaftGauges {
             "raft_shards_under_replicated",
             "Shard groups led here with a replica unreachable or more than 1000 entries behind",
             self.shards_under_replicated.clone(),
+        );
+        sluice.register(
+            "raft_metadata_commit_lag_entries",
+            "Metadata group entries not yet committed (on its leader) or committed but not applied (elsewhere), on this node",
+            self.metadata_commit_lag.clone(),
+        );
+        sluice.register(
+            "raft_shard_term",
+            "Current term of each shard group hosted on this node",
+            self.shard_term.clone(),
+        );
+        sluice.register(
+            "raft_shard_is_leader",
+            "1 for each shard group hosted here that this node leads, 0 for the others",
+            self.shard_is_leader.clone(),
+        );
+        sluice.register(
+            "raft_shard_commit_lag_entries",
+            "Per shard group hosted here: entries not yet committed (on its leader) or committed but not applied (on a follower)",
+            self.shard_commit_lag.clone(),
         );
         sluice.register(
             "raft_replication_max_lag_entries",

@@ -118,6 +118,7 @@ impl Node for NodeApi {
                     id: m.id,
                     grpc_address: m.node.grpc,
                     kinesis_address: m.node.kinesis,
+                    zone: m.node.zone.unwrap_or_default(),
                     voter: m.voter,
                     draining: draining.contains(&m.id),
                 })

@@ -20,5 +20,5 @@ pub use model::{
     StreamMode, StreamStatus,
 };
 pub use rebalance::NodeHealth;
-pub use state::{Change, Identity, MetaState};
+pub use state::{Change, Identity, MetaState, Zone};
 pub use store::{META_GROUP, Member, Meta, MetaMachine, MetaNode, MetaResponse, MetaTypes};

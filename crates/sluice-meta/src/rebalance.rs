@@ -5,7 +5,7 @@
 
 use crate::command::Command;
 use crate::model::{Move, Shard, StreamStatus};
-use crate::state::MetaState;
+use crate::state::{MetaState, Zone};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What the rebalancer knows of the nodes beyond the metadata.
@@ -43,12 +43,17 @@ impl MetaState {
     ///
     /// 1. a replica on a draining node, on a node dead past the grace period or on a node
     ///    that left the cluster moves to the least-loaded reachable node that holds none of
-    ///    the shard's replicas;
+    ///    the shard's replicas, in a zone none of the others is in if there is one;
     /// 2. a shard below the replication factor (capped by the nodes that are neither
     ///    draining nor dead) gains a replica the same way;
-    /// 3. replicas of open shards move from the most to the least loaded reachable node
-    ///    until the counts differ by at most one;
-    /// 4. once no move is in flight or planned, preferred leaders (first replicas) of open
+    /// 3. a replica sharing its zone with another of its shard moves to the least-loaded
+    ///    reachable node of a zone the shard has no replica in, when there is one (zones:
+    ///    [`MetaState::zone_of`]; a node without a zone is a zone of its own);
+    /// 4. replicas of open shards move from the most to the least loaded reachable node
+    ///    until the counts differ by at most one, by moves that leave no more replicas
+    ///    sharing a zone than before (the zone spread wins over the counts when both
+    ///    cannot hold);
+    /// 5. once no move is in flight or planned, preferred leaders (first replicas) of open
     ///    shards swap within their shards until the counts differ by at most one.
     ///
     /// A shard with a move in progress is left alone, and so is one whose reachable
@@ -134,7 +139,12 @@ impl MetaState {
                 .filter(|n| leaving(n))
                 .min_by_key(|n| (self.draining.contains(n), **n))
                 .copied();
-            let to = least_loaded(&load, replicas);
+            let kept: Vec<u64> = replicas
+                .iter()
+                .filter(|n| Some(**n) != from)
+                .copied()
+                .collect();
+            let to = self.least_loaded_spread(&load, replicas, &kept);
             let moving = match (from, to) {
                 (Some(_), None) if replicas.len() <= 1 => continue,
                 (Some(from), to) => Move {
@@ -151,7 +161,51 @@ impl MetaState {
             budget -= 1;
         }
 
-        // 3: replica counts.
+        // 3: replicas sharing a zone.
+        for candidate in shards.iter_mut() {
+            if budget == 0 {
+                break;
+            }
+            let replicas = &candidate.shard.replicas;
+            if !movable(candidate)
+                || replicas.iter().any(&leaving)
+                || self.zone_conflicts(replicas) == 0
+            {
+                continue;
+            }
+            let used: BTreeSet<Zone<'_>> = replicas.iter().map(|n| self.zone_of(*n)).collect();
+            let Some(to) = load
+                .iter()
+                .filter(|(node, _)| !used.contains(&self.zone_of(**node)))
+                .min_by_key(|(node, load)| (**load, **node))
+                .map(|(node, _)| *node)
+            else {
+                continue;
+            };
+            // Of the replicas sharing a zone, the most loaded one that is not the preferred
+            // leader moves (a later one of its zone, so the first stays).
+            let from = replicas
+                .iter()
+                .enumerate()
+                .filter(|(i, node)| {
+                    replicas[..*i]
+                        .iter()
+                        .any(|earlier| self.zone_of(*earlier) == self.zone_of(**node))
+                })
+                .map(|(_, node)| *node)
+                .max_by_key(|node| (load.get(node).copied().unwrap_or_default(), *node));
+            let Some(from) = from else {
+                continue;
+            };
+            let moving = Move {
+                from: Some(from),
+                to: Some(to),
+            };
+            commands.push(start(candidate, moving, &mut load));
+            budget -= 1;
+        }
+
+        // 4: replica counts.
         while budget > 0 {
             let order = by_load(&load, |l| (l.open, l.total));
             let mut found = None;
@@ -166,6 +220,7 @@ impl MetaState {
                             && !c.shard.replicas.iter().any(&leaving)
                             && c.shard.replicas.contains(high)
                             && !c.shard.replicas.contains(low)
+                            && self.keeps_spread(&c.shard.replicas, *high, *low)
                     });
                     if let Some(index) = choice {
                         found = Some((index, *high, *low));
@@ -184,7 +239,7 @@ impl MetaState {
             budget -= 1;
         }
 
-        // 4: preferred leaders, once replicas stay where they are.
+        // 5: preferred leaders, once replicas stay where they are.
         if in_flight == 0 && commands.is_empty() {
             let mut leaders: BTreeMap<u64, usize> = targets.iter().map(|n| (*n, 0)).collect();
             for candidate in shards.iter().filter(|c| c.shard.is_open()) {
@@ -212,6 +267,33 @@ impl MetaState {
             }
         }
         commands
+    }
+}
+
+impl MetaState {
+    /// The reachable node with the least load that holds none of `replicas`, preferring
+    /// one whose zone none of `kept` is in.
+    fn least_loaded_spread(
+        &self,
+        load: &BTreeMap<u64, Load>,
+        replicas: &[u64],
+        kept: &[u64],
+    ) -> Option<u64> {
+        let used: BTreeSet<Zone<'_>> = kept.iter().map(|n| self.zone_of(*n)).collect();
+        load.iter()
+            .filter(|(node, _)| !replicas.contains(node))
+            .min_by_key(|(node, load)| (used.contains(&self.zone_of(**node)), **load, **node))
+            .map(|(node, _)| *node)
+    }
+
+    /// Whether moving the replica on `from` of a shard held by `replicas` to `to` leaves
+    /// no more replicas sharing a zone than before.
+    fn keeps_spread(&self, replicas: &[u64], from: u64, to: u64) -> bool {
+        let after: Vec<u64> = replicas
+            .iter()
+            .map(|n| if *n == from { to } else { *n })
+            .collect();
+        self.zone_conflicts(&after) <= self.zone_conflicts(replicas)
     }
 }
 
@@ -256,14 +338,6 @@ fn leader_path(
         }
     }
     None
-}
-
-/// The reachable node with the least load that holds none of `replicas`.
-fn least_loaded(load: &BTreeMap<u64, Load>, replicas: &[u64]) -> Option<u64> {
-    load.iter()
-        .filter(|(node, _)| !replicas.contains(node))
-        .min_by_key(|(node, load)| (**load, **node))
-        .map(|(node, _)| *node)
 }
 
 /// Nodes from the least to the most loaded, ties by id.

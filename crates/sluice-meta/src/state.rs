@@ -48,6 +48,14 @@ pub enum Change {
     Nothing,
 }
 
+/// A failure domain for placement: a zone a node announced, or, for a node that announced
+/// none, a zone of its own (so nodes without zones are spread as before zones existed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Zone<'a> {
+    Named(&'a str),
+    Own(u64),
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct MetaState {
     pub identity: Identity,
@@ -56,6 +64,10 @@ pub struct MetaState {
     pub keys: BTreeMap<String, AccessKey>,
     /// The cluster's nodes (the metadata group's members), for placement.
     pub nodes: BTreeSet<u64>,
+    /// The zones the members announced (a member without one is absent). Replicas of a
+    /// shard go to distinct zones where there are enough; a node without a zone counts as
+    /// a zone of its own.
+    pub zones: BTreeMap<u64, String>,
     /// Nodes being drained or drained (`Command::SetDraining`): nothing is placed on them.
     /// A drained node stays in the set once it left the cluster, so that it is not given
     /// replicas again if it comes back.
@@ -69,8 +81,38 @@ impl MetaState {
             streams: BTreeMap::new(),
             keys: BTreeMap::new(),
             nodes: BTreeSet::new(),
+            zones: BTreeMap::new(),
             draining: BTreeSet::new(),
         }
+    }
+
+    /// The members become these (from the metadata group's membership), with their zones.
+    pub fn set_members<'a>(
+        &mut self,
+        members: impl Iterator<Item = (&'a u64, &'a sluice_replication::PeerNode)>,
+    ) {
+        self.nodes.clear();
+        self.zones.clear();
+        for (id, node) in members {
+            self.nodes.insert(*id);
+            if let Some(zone) = &node.zone {
+                self.zones.insert(*id, zone.clone());
+            }
+        }
+    }
+
+    /// The zone `node` counts in: the one it announced, or one of its own.
+    pub fn zone_of(&self, node: u64) -> Zone<'_> {
+        match self.zones.get(&node) {
+            Some(zone) => Zone::Named(zone),
+            None => Zone::Own(node),
+        }
+    }
+
+    /// How many of `replicas` share a zone with an earlier one: 0 when all zones differ.
+    pub fn zone_conflicts(&self, replicas: &[u64]) -> usize {
+        let zones: BTreeSet<Zone<'_>> = replicas.iter().map(|n| self.zone_of(*n)).collect();
+        replicas.len() - zones.len()
     }
 
     pub fn apply(&mut self, command: &Command) -> Result<(), CommandError> {
@@ -161,7 +203,8 @@ impl MetaState {
     }
 
     /// Assigns replicas to the stream's open shards that have none: the least-loaded
-    /// nodes that are not draining (replicas held across all streams, ties by id), rotating
+    /// nodes that are not draining (replicas held across all streams, ties by id), in
+    /// distinct zones as far as there are zones (see [`MetaState::zone_of`]), rotating
     /// which of them is the preferred leader. Deterministic: every node computes the same
     /// placement.
     fn place(&self, stream: &mut Stream) {
@@ -193,7 +236,13 @@ impl MetaState {
             }
             let mut by_load: Vec<u64> = load.keys().copied().collect();
             by_load.sort_by_key(|id| (load[id].0, *id));
-            let mut chosen: Vec<u64> = by_load.into_iter().take(factor).collect();
+            // The least-loaded node of each zone first, then the others (by load), so the
+            // replicas are in distinct zones whenever there are enough.
+            let mut zones = BTreeSet::new();
+            let (spread, rest): (Vec<u64>, Vec<u64>) = by_load
+                .iter()
+                .partition(|id| zones.insert(self.zone_of(**id)));
+            let mut chosen: Vec<u64> = spread.into_iter().chain(rest).take(factor).collect();
             // The preferred leader: the chosen node leading the fewest shards.
             chosen.sort_by_key(|id| (load[id].1, *id));
             for (i, node) in chosen.iter().enumerate() {

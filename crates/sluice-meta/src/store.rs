@@ -143,7 +143,7 @@ impl MetaMachine {
             None => None,
         };
         let index = applied.log_id.as_ref().map_or(0, |id| id.index);
-        state.nodes = applied.membership.nodes().map(|(id, _)| *id).collect();
+        state.set_members(applied.membership.nodes());
         Ok(MetaMachine(Arc::new(Machine {
             state: RwLock::new(state),
             kv,
@@ -255,8 +255,7 @@ impl RaftStateMachine<MetaTypes> for MetaMachine {
                     EntryPayload::Membership(membership) => {
                         applied.membership =
                             StoredMembership::new(Some(log_id), membership.clone());
-                        self.0.state.write().nodes =
-                            membership.nodes().map(|(id, _)| *id).collect();
+                        self.0.state.write().set_members(membership.nodes());
                         (Change::Nothing, Ok(()))
                     }
                     EntryPayload::Blank => (Change::Nothing, Ok(())),
@@ -337,7 +336,7 @@ impl RaftStateMachine<MetaTypes> for MetaMachine {
                 .map(|k| (k.access_key_id.clone(), k))
                 .collect();
             state.draining = data.draining;
-            state.nodes = meta.last_membership.nodes().map(|(id, _)| *id).collect();
+            state.set_members(meta.last_membership.nodes());
         }
         *self.0.snapshot.lock() = Some((meta.clone(), bytes));
         drop(applied);
@@ -548,6 +547,12 @@ impl Meta {
     /// The metadata group's current term on this node.
     pub fn term(&self) -> u64 {
         self.raft.metrics().borrow_watched().current_term
+    }
+
+    /// How far this node's metadata group lags, in entries: on the leader, what it has
+    /// not committed yet; elsewhere, what it knows committed but has not applied.
+    pub fn commit_lag(&self) -> u64 {
+        sluice_replication::commit_lag(&self.raft.metrics().borrow_watched())
     }
 
     /// This node's role in the metadata group (`Leader`, `Follower`, `Learner`, …).

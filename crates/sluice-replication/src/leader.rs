@@ -99,3 +99,21 @@ where
         .await
         .is_ok()
 }
+
+/// How far behind a group member is, in entries, by its own Raft metrics: on the leader,
+/// the entries of its log not committed yet; on another member, the entries it knows the
+/// group committed (as the leader last reported) but has not applied yet.
+pub fn commit_lag<C>(metrics: &openraft::RaftMetrics<C>) -> u64
+where
+    C: RaftTypeConfig<NodeId = u64>,
+{
+    let count = |id: Option<u64>| id.map_or(0, |index| index + 1);
+    let local = count(metrics.local_committed.as_ref().map(|id| id.index()));
+    if metrics.current_leader == Some(metrics.id) {
+        count(metrics.last_log_index).saturating_sub(local)
+    } else {
+        let cluster = count(metrics.cluster_committed.as_ref().map(|id| id.index()));
+        let applied = count(metrics.last_applied.as_ref().map(|id| id.index()));
+        local.max(cluster).saturating_sub(applied)
+    }
+}

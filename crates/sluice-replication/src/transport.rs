@@ -15,6 +15,7 @@
 //! Payloads are CBOR (ciborium) of openraft's own request and response types; a group's
 //! result travels as `Result<Response, Error>` with openraft's serde forms.
 
+use crate::channel::{PeerTls, peer_channel};
 use crate::leader::ensure_lease;
 use crate::liveness::{Liveness, PING_INTERVAL, PING_TIMEOUT, PeerEvent};
 use crate::membership::{AddMember, MembershipError, add_member};
@@ -49,7 +50,7 @@ use std::io::Cursor;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 /// The snapshot data every group of this crate ships: its bytes, sent in one call.
@@ -62,11 +63,19 @@ pub struct PeerNode {
     pub grpc: String,
     /// The node's Kinesis address (`host:port`).
     pub kinesis: String,
+    /// The zone (failure domain) the node announced, if any. Left out of the encoding when
+    /// unknown, so records written before zones existed read the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 }
 
 impl std::fmt::Display for PeerNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "grpc={} kinesis={}", self.grpc, self.kinesis)
+        write!(f, "grpc={} kinesis={}", self.grpc, self.kinesis)?;
+        if let Some(zone) = &self.zone {
+            write!(f, " zone={zone}")?;
+        }
+        Ok(())
     }
 }
 
@@ -106,6 +115,8 @@ struct RouterInner {
     /// Outgoing connections are bound to this address (the node's own listen IP), so a
     /// peer (or a test's fault proxy) can tell which node a connection comes from.
     local_ip: Option<IpAddr>,
+    /// TLS for outgoing connections, when the node's listeners speak it.
+    tls: Option<PeerTls>,
     /// Which peers answer this node's pings.
     liveness: Liveness,
 }
@@ -116,8 +127,6 @@ pub struct Router {
     inner: Arc<RouterInner>,
 }
 
-/// How long a connection attempt to a peer may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Leader-only calls (forwarded writes, membership changes) wait at most this long.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Seeds are known by address only: a key no node id uses (and that is never pinged).
@@ -129,11 +138,18 @@ const SUSPECTED_BACKOFF: Duration = Duration::from_secs(1);
 
 impl Router {
     pub fn new(local_ip: Option<IpAddr>) -> Router {
+        Router::with_tls(local_ip, None)
+    }
+
+    /// A router whose connections to peers speak TLS when `tls` is given (see
+    /// [`peer_channel`]).
+    pub fn with_tls(local_ip: Option<IpAddr>, tls: Option<PeerTls>) -> Router {
         Router {
             inner: Arc::new(RouterInner {
                 peers: RwLock::new(HashMap::new()),
                 me: RwLock::new((0, String::new())),
                 local_ip: local_ip.filter(|ip| !ip.is_unspecified()),
+                tls,
                 liveness: Liveness::new(),
             }),
         }
@@ -218,18 +234,11 @@ impl Router {
         {
             return;
         }
-        let uri = format!("http://{grpc_addr}");
-        let Ok(endpoint) = Endpoint::from_shared(uri) else {
+        let Some(channel) = peer_channel(grpc_addr, self.inner.tls.as_ref(), self.inner.local_ip)
+        else {
             tracing::warn!(id, grpc_addr, "a peer address that is not a URI authority");
             return;
         };
-        let channel = endpoint
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .local_address(self.inner.local_ip)
-            .connect_lazy();
         let client = PeerClient::new(channel)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);

@@ -59,6 +59,9 @@ pub struct RawConfig {
     pub tls_key: Option<PathBuf>,
     /// PEM CA bundle: when set, gRPC (node-to-node) clients must present a certificate it signed.
     pub tls_client_ca: Option<PathBuf>,
+    /// PEM CA bundle the certificates of peer nodes must chain to when this node dials them
+    /// over TLS (default: `tls_client_ca`).
+    pub tls_peer_ca: Option<PathBuf>,
     /// Master keys for encryption at rest (default `<data_dir>/keyring.json`).
     pub keyring: Option<PathBuf>,
     /// Plain-HTTP listener for `/metrics`, `/healthz` and `/readyz` (off unless set).
@@ -77,6 +80,16 @@ pub struct RawConfig {
     pub replication_factor: Option<u32>,
     /// Seconds a node may be unreachable before its replicas are re-created elsewhere.
     pub dead_node_grace_secs: Option<u64>,
+    /// The failure domain (availability zone) this node runs in; shard replicas are spread
+    /// over distinct zones.
+    pub zone: Option<String>,
+    /// Without `zone`: the name of the Kubernetes node this pod runs on, whose
+    /// `topology.kubernetes.io/zone` label becomes the zone (read at start-up through the
+    /// API server, with the pod's service account).
+    pub zone_from_node: Option<String>,
+    /// The Kubernetes API server (`https://host:port`); in a pod, from
+    /// `KUBERNETES_SERVICE_HOST` and `KUBERNETES_SERVICE_PORT`.
+    pub kubernetes_api: Option<String>,
 }
 
 impl RawConfig {
@@ -103,6 +116,7 @@ impl RawConfig {
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
             tls_client_ca: self.tls_client_ca.or(lower.tls_client_ca),
+            tls_peer_ca: self.tls_peer_ca.or(lower.tls_peer_ca),
             keyring: self.keyring.or(lower.keyring),
             admin_addr: self.admin_addr.or(lower.admin_addr),
             node_id: self.node_id.or(lower.node_id),
@@ -111,6 +125,9 @@ impl RawConfig {
             join: self.join.or(lower.join),
             replication_factor: self.replication_factor.or(lower.replication_factor),
             dead_node_grace_secs: self.dead_node_grace_secs.or(lower.dead_node_grace_secs),
+            zone: self.zone.or(lower.zone),
+            zone_from_node: self.zone_from_node.or(lower.zone_from_node),
+            kubernetes_api: self.kubernetes_api.or(lower.kubernetes_api),
         }
     }
 
@@ -196,6 +213,7 @@ impl RawConfig {
             tls_cert: get("SLUICE_TLS_CERT").map(PathBuf::from),
             tls_key: get("SLUICE_TLS_KEY").map(PathBuf::from),
             tls_client_ca: get("SLUICE_TLS_CLIENT_CA").map(PathBuf::from),
+            tls_peer_ca: get("SLUICE_TLS_PEER_CA").map(PathBuf::from),
             keyring: get("SLUICE_KEYRING").map(PathBuf::from),
             admin_addr: get("SLUICE_ADMIN_ADDR"),
             node_id: parse_num("SLUICE_NODE_ID", get("SLUICE_NODE_ID"))?,
@@ -210,6 +228,17 @@ impl RawConfig {
                 "SLUICE_DEAD_NODE_GRACE_SECS",
                 get("SLUICE_DEAD_NODE_GRACE_SECS"),
             )?,
+            zone: get("SLUICE_ZONE"),
+            zone_from_node: get("SLUICE_ZONE_FROM_NODE"),
+            kubernetes_api: get("SLUICE_KUBERNETES_API").or_else(|| {
+                let host = get("KUBERNETES_SERVICE_HOST")?;
+                let port = get("KUBERNETES_SERVICE_PORT").unwrap_or_else(|| "443".into());
+                Some(if host.contains(':') {
+                    format!("https://[{host}]:{port}")
+                } else {
+                    format!("https://{host}:{port}")
+                })
+            }),
         })
     }
 }
@@ -262,6 +291,9 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// When set, gRPC clients must present a certificate signed by this CA (mutual TLS).
     pub client_ca: Option<PathBuf>,
+    /// The CA bundle peers' certificates must chain to when this node dials them (default:
+    /// `client_ca`). Without either, node-to-node calls cannot verify a peer and fail.
+    pub peer_ca: Option<PathBuf>,
 }
 
 /// The validated configuration.
@@ -305,7 +337,26 @@ pub struct ClusterConfig {
     /// How long a node may be unreachable before the rebalancer re-creates its replicas on
     /// other nodes.
     pub dead_node_grace: Duration,
+    /// The zone this node announces in the membership; `None`: unknown.
+    pub zone: Option<String>,
+    /// Where to read the zone from when `zone` is not set.
+    pub zone_discovery: Option<ZoneDiscovery>,
 }
+
+/// Reading the zone from the labels of the Kubernetes node the pod runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneDiscovery {
+    /// The Kubernetes node's name (`spec.nodeName` through the downward API).
+    pub node: String,
+    /// The API server, `https://host:port`.
+    pub api: String,
+    /// The service account token and the CA bundle of the API server.
+    pub token: PathBuf,
+    pub ca: PathBuf,
+}
+
+/// Where Kubernetes mounts a pod's service account credentials.
+const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 impl Config {
     /// Validates a merged raw configuration (missing fields take the defaults).
@@ -329,6 +380,7 @@ impl Config {
             tls_cert,
             tls_key,
             tls_client_ca,
+            tls_peer_ca,
             keyring,
             admin_addr,
             node_id,
@@ -337,6 +389,9 @@ impl Config {
             join,
             replication_factor,
             dead_node_grace_secs,
+            zone,
+            zone_from_node,
+            kubernetes_api,
         } = raw.over(RawConfig::defaults());
         let addr = |key: &'static str, value: Option<String>| -> Result<SocketAddr, ConfigError> {
             let value = value.unwrap_or_default();
@@ -426,11 +481,19 @@ impl Config {
                         reason: "mutual TLS needs tls_cert and tls_key too".into(),
                     });
                 }
+                if let Some(ca) = tls_peer_ca {
+                    return Err(ConfigError::Invalid {
+                        key: "tls_peer_ca",
+                        value: ca.display().to_string(),
+                        reason: "node-to-node TLS needs tls_cert and tls_key too".into(),
+                    });
+                }
                 None
             }
             (Some(cert), Some(key)) => Some(TlsFiles {
                 cert,
                 key,
+                peer_ca: tls_peer_ca.or_else(|| tls_client_ca.clone()),
                 client_ca: tls_client_ca,
             }),
             (Some(path), None) | (None, Some(path)) => {
@@ -469,6 +532,8 @@ impl Config {
             join,
             replication_factor,
             dead_node_grace: Duration::from_secs(dead_node_grace_secs.unwrap_or(300).max(1)),
+            zone: validate_zone(zone)?,
+            zone_discovery: zone_discovery(zone_from_node, kubernetes_api)?,
         };
         Ok(Config {
             data_dir,
@@ -496,6 +561,66 @@ impl Config {
             cluster,
         })
     }
+}
+
+/// A zone name: up to 63 letters, digits, `-`, `_` or `.`; an empty value means none.
+fn validate_zone(zone: Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(zone) = zone.map(|zone| zone.trim().to_owned()) else {
+        return Ok(None);
+    };
+    if zone.is_empty() {
+        return Ok(None);
+    }
+    if zone.len() > 63
+        || !zone
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(ConfigError::Invalid {
+            key: "zone",
+            value: zone,
+            reason: "expected up to 63 letters, digits, '-', '_' or '.'".into(),
+        });
+    }
+    Ok(Some(zone))
+}
+
+/// The Kubernetes lookup of the zone, when `zone_from_node` names a node.
+fn zone_discovery(
+    node: Option<String>,
+    api: Option<String>,
+) -> Result<Option<ZoneDiscovery>, ConfigError> {
+    let Some(node) = node
+        .map(|node| node.trim().to_owned())
+        .filter(|n| !n.is_empty())
+    else {
+        return Ok(None);
+    };
+    if node.len() > 253
+        || !node
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.'))
+    {
+        return Err(ConfigError::Invalid {
+            key: "zone_from_node",
+            value: node,
+            reason: "expected a Kubernetes node name".into(),
+        });
+    }
+    let Some(api) = api.filter(|api| api.starts_with("https://")) else {
+        return Err(ConfigError::Invalid {
+            key: "kubernetes_api",
+            value: String::new(),
+            reason: "zone_from_node needs the Kubernetes API (https://host:port; in a pod from KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT)".into(),
+        });
+    };
+    let dir = PathBuf::from(SERVICE_ACCOUNT_DIR);
+    Ok(Some(ZoneDiscovery {
+        node,
+        api,
+        token: dir.join("token"),
+        ca: dir.join("ca.crt"),
+    }))
 }
 
 #[cfg(test)]
@@ -554,5 +679,80 @@ mod tests {
         ));
         let env = HashMap::from([("SLUICE_FSYNC".to_owned(), "maybe".to_owned())]);
         assert!(RawConfig::from_env(&env).is_err());
+    }
+
+    #[test]
+    fn the_peer_ca_defaults_to_the_client_ca() {
+        let env = |pairs: &[(&str, &str)]| {
+            RawConfig::from_env(
+                &pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            )
+            .unwrap()
+        };
+        let tls = [
+            ("SLUICE_TLS_CERT", "node.crt"),
+            ("SLUICE_TLS_KEY", "node.key"),
+            ("SLUICE_TLS_CLIENT_CA", "clients.pem"),
+        ];
+        let files = Config::from_raw(env(&tls)).unwrap().tls.unwrap();
+        assert_eq!(files.peer_ca, Some(PathBuf::from("clients.pem")));
+        let mut with_peer = tls.to_vec();
+        with_peer.push(("SLUICE_TLS_PEER_CA", "peers.pem"));
+        let files = Config::from_raw(env(&with_peer)).unwrap().tls.unwrap();
+        assert_eq!(files.peer_ca, Some(PathBuf::from("peers.pem")));
+        assert_eq!(files.client_ca, Some(PathBuf::from("clients.pem")));
+        assert!(matches!(
+            Config::from_raw(env(&[("SLUICE_TLS_PEER_CA", "peers.pem")])),
+            Err(ConfigError::Invalid {
+                key: "tls_peer_ca",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_zone_may_come_from_the_kubernetes_node() {
+        let env = HashMap::from([
+            ("SLUICE_ZONE_FROM_NODE".to_owned(), "worker-1".to_owned()),
+            ("KUBERNETES_SERVICE_HOST".to_owned(), "10.96.0.1".to_owned()),
+            ("KUBERNETES_SERVICE_PORT".to_owned(), "443".to_owned()),
+        ]);
+        let config = Config::from_raw(RawConfig::from_env(&env).unwrap()).unwrap();
+        let discovery = config.cluster.zone_discovery.unwrap();
+        assert_eq!(discovery.node, "worker-1");
+        assert_eq!(discovery.api, "https://10.96.0.1:443");
+        assert_eq!(
+            discovery.token,
+            PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount/token")
+        );
+        let outside = HashMap::from([("SLUICE_ZONE_FROM_NODE".to_owned(), "worker-1".to_owned())]);
+        assert!(matches!(
+            Config::from_raw(RawConfig::from_env(&outside).unwrap()),
+            Err(ConfigError::Invalid {
+                key: "kubernetes_api",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_zone_comes_from_any_source_and_empty_means_none() {
+        let file: RawConfig = toml::from_str("zone = \"eu-west-1a\"").unwrap();
+        let config = Config::from_raw(file).unwrap();
+        assert_eq!(config.cluster.zone.as_deref(), Some("eu-west-1a"));
+        let env = HashMap::from([("SLUICE_ZONE".to_owned(), String::new())]);
+        let config = Config::from_raw(RawConfig::from_env(&env).unwrap()).unwrap();
+        assert_eq!(config.cluster.zone, None);
+        let bad = RawConfig {
+            zone: Some("eu west".into()),
+            ..RawConfig::default()
+        };
+        assert!(matches!(
+            Config::from_raw(bad),
+            Err(ConfigError::Invalid { key: "zone", .. })
+        ));
     }
 }

@@ -9,6 +9,7 @@
 mod config;
 mod node_id;
 mod tls;
+mod zone;
 
 pub use config::{
     AdminKey, AuthMode, ClusterConfig, Config, ConfigError, LogFormat, RawConfig, TlsFiles,
@@ -100,10 +101,12 @@ pub async fn serve(
             node: PeerNode {
                 grpc: config.cluster.advertise_grpc_addr.clone(),
                 kinesis: config.cluster.advertise_kinesis_addr.clone(),
+                zone: zone::resolve(&config.cluster).await,
             },
             join: config.cluster.join.clone(),
         },
         peer_local_ip: Some(config.grpc_addr.ip()),
+        peer_tls: tls.as_ref().map(tls::Tls::peer_tls),
         dead_node_grace: config.cluster.dead_node_grace,
         ..BrokerConfig::new(&config.data_dir)
     })

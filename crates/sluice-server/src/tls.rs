@@ -8,16 +8,21 @@
 //! [`ReloadingCert`], which the [`Reloader`] task refreshes when the files change; a file
 //! that cannot be used is logged and the certificate in use stays.
 //!
+//! The same certificate is the client certificate of the node's calls to its peers
+//! ([`Tls::peer_tls`]): peers' certificates must chain to the peer CA (`tls_peer_ca`,
+//! default `tls_client_ca`), read at start-up like the client CA.
+//!
 //! [`handshake`] is the one place a TLS handshake is accepted: bounded by
 //! [`HANDSHAKE_TIMEOUT`], and a failure is a `debug!` line, never an error of the node.
 
 use crate::config::TlsFiles;
+use rustls::client::ResolvesClientCert;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore, ServerConfig, SignatureScheme};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -65,6 +70,12 @@ pub enum TlsError {
         #[source]
         source: rustls::Error,
     },
+    #[error("trust the peer ca certificates in {}", path.display())]
+    PeerCa {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
     #[error("build the client certificate verifier")]
     ClientVerifier(#[source] rustls::server::VerifierBuilderError),
     #[error("build the tls configuration")]
@@ -76,6 +87,7 @@ pub enum TlsError {
 pub struct Tls {
     kinesis: Arc<ServerConfig>,
     grpc: Arc<ServerConfig>,
+    peer: sluice_cluster::PeerTls,
     reloader: Reloader,
 }
 
@@ -98,7 +110,8 @@ impl Tls {
         let grpc = match &files.client_ca {
             None => grpc.with_no_client_auth(),
             Some(path) => {
-                let roots = read_client_ca(path).await?;
+                let roots =
+                    read_ca(path, |path, source| TlsError::ClientCa { path, source }).await?;
                 let verifier = WebPkiClientVerifier::builder_with_provider(
                     Arc::new(roots),
                     Arc::clone(&provider),
@@ -111,9 +124,24 @@ impl Tls {
         let mut grpc = grpc.with_cert_resolver(certificate.clone());
         grpc.alpn_protocols = vec![b"h2".to_vec()];
 
+        let peer_roots = match &files.peer_ca {
+            Some(path) => read_ca(path, |path, source| TlsError::PeerCa { path, source }).await?,
+            None => {
+                tracing::warn!(
+                    "tls is on without tls_peer_ca or tls_client_ca: this node cannot verify other nodes, so calls to peers fail (a single node needs none)"
+                );
+                RootCertStore::empty()
+            }
+        };
+        let peer = ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(peer_roots)
+            .with_client_cert_resolver(certificate.clone());
+
         Ok(Tls {
             kinesis: Arc::new(kinesis),
             grpc: Arc::new(grpc),
+            peer: sluice_cluster::PeerTls::new(peer),
             reloader: Reloader {
                 files: files.clone(),
                 provider,
@@ -132,6 +160,11 @@ impl Tls {
     /// Accepts gRPC connections: HTTP/2, and a client certificate when mutual TLS is on.
     pub fn grpc_acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(Arc::clone(&self.grpc))
+    }
+
+    /// Dials peers over TLS: trusts the peer CA, presents this node's (reloaded) certificate.
+    pub fn peer_tls(&self) -> sluice_cluster::PeerTls {
+        self.peer.clone()
     }
 
     /// The task that keeps the certificate in step with the files.
@@ -187,6 +220,21 @@ impl ReloadingCert {
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current())
+    }
+}
+
+/// The node presents its own certificate to peers that ask for one (mutual TLS).
+impl ResolvesClientCert for ReloadingCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 
@@ -319,16 +367,16 @@ fn certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>,
     Ok(chain)
 }
 
-async fn read_client_ca(path: &Path) -> Result<RootCertStore, TlsError> {
+async fn read_ca(
+    path: &Path,
+    error: impl Fn(PathBuf, rustls::Error) -> TlsError,
+) -> Result<RootCertStore, TlsError> {
     let pem = read(path).await?;
     let mut roots = RootCertStore::empty();
     for certificate in certificates(path, &pem)? {
         roots
             .add(certificate)
-            .map_err(|source| TlsError::ClientCa {
-                path: path.to_owned(),
-                source,
-            })?;
+            .map_err(|source| error(path.to_owned(), source))?;
     }
     Ok(roots)
 }

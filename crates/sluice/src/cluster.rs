@@ -89,6 +89,7 @@ async fn status(node: grpc::Target, json: bool) -> anyhow::Result<()> {
                 "Id": n.id,
                 "GrpcAddress": n.grpc_address,
                 "KinesisAddress": n.kinesis_address,
+                "Zone": n.zone,
                 "Voter": n.voter,
                 "Draining": n.draining,
             })).collect::<Vec<_>>(),
@@ -112,8 +113,8 @@ async fn status(node: grpc::Target, json: bool) -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "{:<22} {:<8} {:<24} {:<24}",
-        "NODE", "ROLE", "GRPC", "KINESIS"
+        "{:<22} {:<8} {:<24} {:<24} {:<16}",
+        "NODE", "ROLE", "GRPC", "KINESIS", "ZONE"
     );
     for node in &status.nodes {
         let role = if node.id == status.metadata_leader {
@@ -125,8 +126,16 @@ async fn status(node: grpc::Target, json: bool) -> anyhow::Result<()> {
         };
         let state = if node.draining { "draining" } else { "" };
         let line = format!(
-            "{:<22} {:<8} {:<24} {:<24} {state}",
-            node.id, role, node.grpc_address, node.kinesis_address
+            "{:<22} {:<8} {:<24} {:<24} {:<16} {state}",
+            node.id,
+            role,
+            node.grpc_address,
+            node.kinesis_address,
+            if node.zone.is_empty() {
+                "-"
+            } else {
+                &node.zone
+            }
         );
         println!("{}", line.trim_end());
     }

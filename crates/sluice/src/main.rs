@@ -101,6 +101,13 @@ struct ServerArgs {
     /// PEM CA bundle: require gRPC clients to present a certificate it signed (mutual TLS).
     #[arg(long)]
     tls_client_ca: Option<PathBuf>,
+    /// PEM CA bundle other nodes' certificates must chain to when this node dials them
+    /// over TLS (default: --tls-client-ca).
+    #[arg(long)]
+    tls_peer_ca: Option<PathBuf>,
+    /// Zone (failure domain) of this node: shard replicas are spread over distinct zones.
+    #[arg(long)]
+    zone: Option<String>,
     /// Master keyring file for encryption at rest (default <data-dir>/keyring.json).
     #[arg(long)]
     keyring: Option<PathBuf>,
@@ -164,6 +171,8 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
         tls_client_ca: args.tls_client_ca,
+        tls_peer_ca: args.tls_peer_ca,
+        zone: args.zone,
         keyring: args.keyring,
         node_id: args.node_id,
         advertise_grpc_addr: args.advertise_grpc_addr,

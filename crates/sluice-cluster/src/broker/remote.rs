@@ -21,13 +21,13 @@ use sluice_proto::peer::{
     AppendOutcome, AppendReply, AppendRequest, DescribeReply, DescribeRequest, ReadReply,
     ReadRequest, Record, ShardRef,
 };
-use sluice_replication::PeerCallError;
+use sluice_replication::{PeerCallError, PeerTls, peer_channel};
 use sluice_storage::EncryptionKey;
 use sluice_types::ShardId;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 /// What became of one shard's part of a put.
@@ -51,11 +51,11 @@ pub(crate) struct ShardStats {
 /// Clients of other nodes' shard service: one lazy connection per node.
 pub(super) struct Peers {
     local_ip: Option<IpAddr>,
+    /// TLS for the connections, when the node's listeners speak it.
+    tls: Option<PeerTls>,
     clients: RwLock<HashMap<u64, (String, ShardAccessClient<Channel>)>>,
 }
 
-/// How long a connection attempt to a node may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A remote append answers within the replica's write deadline (10 s) plus transit.
 const APPEND_TIMEOUT: Duration = Duration::from_secs(15);
 /// A remote read answers within its wait plus this.
@@ -64,9 +64,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 const NOT_HOSTED: &str = "no replica of the shard on this node";
 
 impl Peers {
-    pub(super) fn new(local_ip: Option<IpAddr>) -> Peers {
+    pub(super) fn new(local_ip: Option<IpAddr>, tls: Option<PeerTls>) -> Peers {
         Peers {
             local_ip: local_ip.filter(|ip| !ip.is_unspecified()),
+            tls,
             clients: RwLock::new(HashMap::new()),
         }
     }
@@ -77,14 +78,7 @@ impl Peers {
         {
             return Some(client.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}")).ok()?;
-        let channel = endpoint
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .local_address(self.local_ip)
-            .connect_lazy();
+        let channel = peer_channel(addr, self.tls.as_ref(), self.local_ip)?;
         let client = ShardAccessClient::new(channel)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);

@@ -438,3 +438,174 @@ proptest! {
         prop_assert!(spread(&leaders, &live) <= 1, "{:?}", leaders);
     }
 }
+
+/// Gives each node of `zones` its zone.
+fn zoned(state: &mut MetaState, zones: &[(u64, &str)]) {
+    for (node, zone) in zones {
+        state.zones.insert(*node, (*zone).to_owned());
+    }
+}
+
+/// The distinct zones of a shard's replicas.
+fn zones_of(state: &MetaState, shard: &Shard) -> BTreeSet<String> {
+    shard
+        .replicas
+        .iter()
+        .map(|n| format!("{:?}", state.zone_of(*n)))
+        .collect()
+}
+
+#[test]
+fn new_shards_are_placed_in_distinct_zones() {
+    let mut state = cluster(1..=6, 3);
+    zoned(
+        &mut state,
+        &[(1, "a"), (2, "a"), (3, "a"), (4, "b"), (5, "b"), (6, "c")],
+    );
+    create(&mut state, "s", 4);
+    for shard in &state.streams["s"].shards {
+        assert_eq!(zones_of(&state, shard).len(), 3, "{shard:?}");
+    }
+    // Zone c has one node: it holds a replica of every shard; a and b share the rest.
+    let (replicas, _) = counts(&state);
+    assert_eq!(replicas[&6], 4);
+    assert_eq!(replicas[&1] + replicas[&2] + replicas[&3], 4);
+    assert_eq!(replicas[&4] + replicas[&5], 4);
+}
+
+#[test]
+fn nodes_without_a_zone_count_as_zones_of_their_own() {
+    let mut state = cluster(1..=4, 3);
+    // Two nodes in zone a, two without a zone: three zones, never two replicas in a.
+    zoned(&mut state, &[(1, "a"), (2, "a")]);
+    create(&mut state, "s", 4);
+    for shard in &state.streams["s"].shards {
+        assert_eq!(state.zone_conflicts(&shard.replicas), 0, "{shard:?}");
+    }
+    // Without any zone, placement is what it was before zones: the least loaded nodes.
+    let mut plain = cluster(1..=4, 3);
+    create(&mut plain, "s", 4);
+    let (replicas, leaders) = counts(&plain);
+    assert!(spread(&replicas, &[1, 2, 3, 4]) <= 1, "{replicas:?}");
+    assert!(spread(&leaders, &[1, 2, 3, 4]) <= 1, "{leaders:?}");
+}
+
+#[test]
+fn a_replica_sharing_a_zone_moves_once_a_node_of_a_free_zone_joins() {
+    let mut state = cluster([1, 2, 3], 3);
+    zoned(&mut state, &[(1, "a"), (2, "a"), (3, "b")]);
+    create(&mut state, "s", 4);
+    // Two zones for three replicas: every shard has two replicas in a, and nothing helps.
+    for shard in &state.streams["s"].shards {
+        assert_eq!(state.zone_conflicts(&shard.replicas), 1, "{shard:?}");
+    }
+    assert!(state.plan_moves(&NodeHealth::default(), 2).is_empty());
+
+    state.nodes.insert(4);
+    zoned(&mut state, &[(4, "c")]);
+    settle(&mut state, &NodeHealth::default(), 2);
+    for shard in &state.streams["s"].shards {
+        assert_eq!(zones_of(&state, shard).len(), 3, "{shard:?}");
+        assert_eq!(shard.replicas.len(), 3, "{shard:?}");
+    }
+    // Zones b and c have one node each: they hold every shard; a's two nodes share theirs.
+    let (replicas, leaders) = counts(&state);
+    assert_eq!((replicas[&3], replicas[&4]), (4, 4), "{replicas:?}");
+    assert!(spread(&replicas, &[1, 2]) <= 1, "{replicas:?}");
+    assert!(spread(&leaders, &[1, 2, 3, 4]) <= 1, "{leaders:?}");
+}
+
+#[test]
+fn balancing_moves_never_put_two_replicas_in_one_zone() {
+    // Three zones of two nodes; a third node joins zone a: replicas move onto it only from
+    // the other node of a, never from b or c (that would put two replicas in a).
+    let mut state = cluster(1..=6, 3);
+    zoned(
+        &mut state,
+        &[(1, "a"), (2, "a"), (3, "b"), (4, "b"), (5, "c"), (6, "c")],
+    );
+    create(&mut state, "s", 6);
+    state.nodes.insert(7);
+    zoned(&mut state, &[(7, "a")]);
+    settle(&mut state, &NodeHealth::default(), 2);
+    for shard in &state.streams["s"].shards {
+        assert_eq!(state.zone_conflicts(&shard.replicas), 0, "{shard:?}");
+    }
+    let (replicas, _) = counts(&state);
+    assert!(spread(&replicas, &[1, 2, 7]) <= 1, "{replicas:?}");
+    assert!(spread(&replicas, &[3, 4, 5, 6]) <= 1, "{replicas:?}");
+}
+
+#[test]
+fn a_draining_nodes_replica_goes_to_a_free_zone_first() {
+    let mut state = cluster(1..=4, 3);
+    zoned(&mut state, &[(1, "a"), (2, "b"), (3, "c"), (4, "c")]);
+    create(&mut state, "s", 2);
+    let before = shard(&state, "s", 0);
+    let on_c = *before
+        .replicas
+        .iter()
+        .find(|n| state.zones[n] == "c")
+        .expect("a replica in c");
+    state
+        .apply(&Command::SetDraining {
+            node: on_c,
+            draining: true,
+        })
+        .unwrap();
+    settle(&mut state, &NodeHealth::default(), 2);
+    for shard in &state.streams["s"].shards {
+        assert!(!shard.replicas.contains(&on_c), "{shard:?}");
+        assert_eq!(zones_of(&state, shard).len(), 3, "{shard:?}");
+    }
+}
+
+proptest! {
+    /// Whatever the zones of the nodes (some without one) and the history of joins,
+    /// settling leaves every shard at its factor on as many distinct zones as the factor
+    /// and the live zones allow, and ends (zone moves and count moves never undo each
+    /// other).
+    #[test]
+    fn settling_spreads_replicas_over_as_many_zones_as_there_are(
+        initial in 1u64..5,
+        joined in 0u64..4,
+        factor in 1u32..4,
+        shards in 1u32..7,
+        zones in proptest::collection::vec(proptest::option::of(0u8..3), 8),
+    ) {
+        let mut state = cluster(1..=initial, factor);
+        let zone_name = |node: u64| zones[(node - 1) as usize].map(|z| format!("z{z}"));
+        for node in 1..=initial {
+            if let Some(zone) = zone_name(node) {
+                state.zones.insert(node, zone);
+            }
+        }
+        create(&mut state, "a", shards);
+        for node in initial + 1..=initial + joined {
+            state.nodes.insert(node);
+            if let Some(zone) = zone_name(node) {
+                state.zones.insert(node, zone);
+            }
+        }
+        create(&mut state, "b", shards.div_ceil(2));
+        settle(&mut state, &NodeHealth::default(), 3);
+        let live: Vec<u64> = state.nodes.iter().copied().collect();
+        let live_zones: BTreeSet<String> =
+            live.iter().map(|n| format!("{:?}", state.zone_of(*n))).collect();
+        let expected = (factor as usize).min(live.len());
+        for stream in state.streams.values() {
+            for shard in &stream.shards {
+                prop_assert_eq!(shard.replicas.len(), expected, "{:?}", shard);
+                prop_assert_eq!(
+                    zones_of(&state, shard).len(),
+                    expected.min(live_zones.len()),
+                    "{:?} zones {:?}",
+                    shard,
+                    state.zones
+                );
+            }
+        }
+        let (_, leaders) = counts(&state);
+        prop_assert!(spread(&leaders, &live) <= 1, "{:?}", leaders);
+    }
+}

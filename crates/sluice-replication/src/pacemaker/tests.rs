@@ -238,6 +238,7 @@ async fn three_nodes() -> Vec<Node> {
                 PeerNode {
                     grpc: n.address.clone(),
                     kinesis: String::new(),
+                    zone: None,
                 },
             )
         })

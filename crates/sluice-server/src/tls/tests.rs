@@ -32,6 +32,7 @@ impl Files {
             cert: dir.path().join("cert.pem"),
             key: dir.path().join("key.pem"),
             client_ca: None,
+            peer_ca: None,
         };
         let written = Files { _dir: dir, files };
         written.write(cert, key);
@@ -83,6 +84,7 @@ async fn loads_a_chain_and_a_client_ca() {
     std::fs::write(&ca_path, &other_cert).expect("write ca");
     let files = TlsFiles {
         client_ca: Some(ca_path),
+        peer_ca: None,
         ..written.files.clone()
     };
     let tls = Tls::load(&files).await.expect("load");
@@ -143,6 +145,7 @@ async fn unusable_files_are_refused_with_the_file_named() {
     std::fs::write(&ca_path, "").expect("write ca");
     let files = TlsFiles {
         client_ca: Some(ca_path.clone()),
+        peer_ca: None,
         ..written.files.clone()
     };
     let error = Tls::load(&files).await.expect_err("empty client ca");

@@ -80,6 +80,19 @@ app.kubernetes.io/part-of: sluice
 {{- if and .Values.tls.clientCA (not .Values.tls.enabled) }}
 {{- fail "tls.clientCA needs tls.enabled" }}
 {{- end }}
+{{- if and .Values.tls.enabled (gt (int .Values.replicaCount) 1) (not .Values.tls.peerCA) }}
+{{- fail "tls.enabled with replicaCount > 1 needs tls.peerCA: nodes verify each other against the Secret's ca.crt" }}
+{{- end }}
+{{- end }}
+
+{{/* Non-empty when nodes call each other over TLS: TLS on and more than one node. */}}
+{{- define "sluice.tlsPeers" -}}
+{{- if and .Values.tls.enabled .Values.tls.peerCA (gt (int .Values.replicaCount) 1) }}true{{ end }}
+{{- end }}
+
+{{/* The ClusterRole (cluster-scoped, so named after the namespace too) of zoneFromNode. */}}
+{{- define "sluice.nodeReaderName" -}}
+{{- printf "%s-%s-node-reader" .Release.Namespace (include "sluice.fullname" .) | trunc 253 | trimSuffix "-" }}
 {{- end }}
 
 {{/* The node's TOML configuration. TLS and the keyring path are given as flags instead. */}}
