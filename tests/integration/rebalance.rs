@@ -510,6 +510,19 @@ async fn a_node_that_joins_under_load_gets_its_share_of_replicas_and_leaders() {
 
     load.wait_acked(&cluster, &placement, load.acked() + MIN_ACKED)
         .await;
+    // The moves show on /metrics: the shard leaders that finished them count them.
+    let mut finished = 0.0;
+    for index in 0..=added {
+        let (status, text) =
+            sluice_tests::http_get(cluster.node(index).admin_addr, "/metrics").await;
+        assert_eq!(status, 200, "{text}");
+        finished += text
+            .lines()
+            .find_map(|line| line.strip_prefix("sluice_rebalance_moves_finished_total "))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .expect("a moves-finished series");
+    }
+    assert!(finished >= 1.0, "no node counted a finished move");
     stop_and_check(load, &cluster, &status).await;
 }
 

@@ -1011,6 +1011,17 @@ impl Broker {
             .metadata_leader_known
             .set(i64::from(self.inner.meta.leader().is_some()));
         gauges.metadata_term.set(self.inner.meta.term() as i64);
+        let (moving, draining) = self.inner.meta.read(|state| {
+            let moving = state
+                .streams
+                .values()
+                .flat_map(|stream| &stream.shards)
+                .filter(|shard| shard.moving.is_some())
+                .count();
+            (moving, state.draining.len())
+        });
+        gauges.moves_in_progress.set(moving as i64);
+        gauges.nodes_draining.set(draining as i64);
         let replicas: Vec<Arc<Replica>> = self.inner.replicas.read().values().cloned().collect();
         let (mut leaders, mut leaderless, mut under, mut max_lag) = (0, 0, 0, 0);
         for replica in &replicas {

@@ -782,6 +782,14 @@ pub struct RaftGauges {
     pub shard_commit_lag: Family<ShardLabels, Gauge>,
     /// The groups that have series now, so that those no longer hosted lose theirs.
     groups: Arc<Mutex<HashSet<ShardLabels>>>,
+    /// Replica moves in the metadata now (the cluster's, as this node knows it).
+    pub moves_in_progress: Gauge,
+    /// Nodes being drained (decommissioned), as this node knows it.
+    pub nodes_draining: Gauge,
+    /// Moves this node finished as the leader of their shard group (`FinishMove`), and
+    /// those it abandoned (`CancelMove`).
+    pub moves_finished: Counter,
+    pub moves_cancelled: Counter,
 }
 
 /// One shard group's state on this node, for the per-group series.
@@ -877,6 +885,26 @@ impl RaftGauges {
             "raft_shard_commit_lag_entries",
             "Per shard group hosted here: entries not yet committed (on its leader) or committed but not applied (on a follower)",
             self.shard_commit_lag.clone(),
+        );
+        sluice.register(
+            "rebalance_moves_in_progress",
+            "Replica moves in progress in the cluster (from the metadata this node applied)",
+            self.moves_in_progress.clone(),
+        );
+        sluice.register(
+            "rebalance_nodes_draining",
+            "Nodes being decommissioned (from the metadata this node applied)",
+            self.nodes_draining.clone(),
+        );
+        sluice.register(
+            "rebalance_moves_finished",
+            "Replica moves this node finished as the leader of their shard group",
+            self.moves_finished.clone(),
+        );
+        sluice.register(
+            "rebalance_moves_cancelled",
+            "Replica moves this node abandoned as the leader of their shard group (target gone or stalled)",
+            self.moves_cancelled.clone(),
         );
         sluice.register(
             "raft_replication_max_lag_entries",

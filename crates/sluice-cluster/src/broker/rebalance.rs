@@ -473,7 +473,14 @@ impl Broker {
     /// Proposes a `FinishMove` or `CancelMove`; one another leader proposed first is fine.
     async fn propose_move_end(&self, command: Command) -> Result<(), BrokerError> {
         match self.inner.meta.propose(&command).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                let gauges = &self.inner.metrics.raft;
+                match command {
+                    Command::FinishMove { .. } => gauges.moves_finished.inc(),
+                    _ => gauges.moves_cancelled.inc(),
+                };
+                Ok(())
+            }
             Err(MetaError::Rejected(reason)) => {
                 tracing::debug!(%reason, "the move had already ended");
                 Ok(())
