@@ -213,10 +213,11 @@ pub async fn serve(
             .add_service(peer_service)
             .add_service(shard_service);
         let accept_stop = grpc_stop.clone();
+        let mut grace_stop = grpc_stop.clone();
         let stopped = async move {
             let _ = grpc_stop.wait_for(|stop| *stop).await;
         };
-        let served = match grpc_tls {
+        let served = async move { match grpc_tls {
             None => {
                 // Small answers (acks, Raft replies) must not wait for the peer's delayed ACK.
                 let incoming = tonic::transport::server::TcpIncoming::from(listeners.grpc)
@@ -237,8 +238,20 @@ pub async fn serve(
                 );
                 served
             }
+        } };
+        // Streams a client keeps open (Produce, ReadShard, SubscribeToShard) would hold a
+        // graceful shutdown forever: they are cut after a grace period.
+        let grace = async move {
+            let _ = grace_stop.wait_for(|stop| *stop).await;
+            tokio::time::sleep(GRPC_SHUTDOWN_GRACE).await;
         };
-        served.map_err(ServerError::Grpc)
+        tokio::select! {
+            served = served => served.map_err(ServerError::Grpc),
+            () = grace => {
+                tracing::info!("closing the gRPC streams still open after the shutdown grace period");
+                Ok(())
+            }
+        }
     });
 
     // Ready once the node is a cluster member with a metadata leader and the configured
@@ -465,6 +478,9 @@ async fn accept_grpc_tls(
 }
 
 /// The next TCP connection, with Nagle off.
+/// How long a stopping node lets open gRPC calls finish before it closes them.
+const GRPC_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     loop {
         match listener.accept().await {

@@ -7,47 +7,7 @@ use anyhow::Context;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-/// Signs each call for the node's `authorization` check.
-#[derive(Clone)]
-pub struct Signer {
-    credentials: Option<(String, String)>,
-}
-
-impl Signer {
-    pub fn from_env() -> Self {
-        let id = std::env::var("AWS_ACCESS_KEY_ID").ok();
-        let secret = std::env::var("AWS_SECRET_ACCESS_KEY").ok();
-        Signer {
-            credentials: id.zip(secret),
-        }
-    }
-}
-
-impl tonic::service::Interceptor for Signer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        let Some((id, secret)) = &self.credentials else {
-            return Ok(request);
-        };
-        let path = request
-            .extensions()
-            .get::<tonic::GrpcMethod>()
-            .map(|m| format!("/{}/{}", m.service(), m.method()))
-            .unwrap_or_default();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        let value = sluice_auth::token::sign(id, secret, &path, now);
-        let value = value
-            .parse()
-            .map_err(|_| tonic::Status::invalid_argument("access key id is not valid metadata"))?;
-        request.metadata_mut().insert("authorization", value);
-        Ok(request)
-    }
-}
+pub use sluice_client::Signer;
 
 pub type Signed = InterceptedService<Channel, Signer>;
 

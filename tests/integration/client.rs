@@ -1,0 +1,213 @@
+//! The Rust client (`sluice-client`): its producer writes every record, in order per
+//! partition key, routed to shard leaders, and carries on through a leader change.
+
+use crate::{cluster::cluster_status, read_all, seq_key};
+use sluice_client::{Client, ClientConfig, Delivery, ProducerConfig};
+use sluice_tests::{Node, NodeOptions, wait_active, wait_for};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+const KEYS: usize = 40;
+
+/// Sends `count` records over `KEYS` keys, numbered per key: `key-K:N`.
+async fn send_numbered(
+    producer: &sluice_client::Producer,
+    from: usize,
+    count: usize,
+) -> Vec<(String, Delivery)> {
+    let mut sent = Vec::with_capacity(count);
+    for i in from..from + count {
+        let key = format!("key-{}", i % KEYS);
+        let data = format!("{key}:{:06}", i / KEYS);
+        sent.push((
+            data.clone(),
+            producer.send(key, data.into_bytes()).await.unwrap(),
+        ));
+    }
+    sent
+}
+
+/// Every record of the stream's shards as `key-K:N` strings, in each shard's order.
+async fn read_stream(node: &Node, stream: &str) -> Vec<String> {
+    let client = node.client();
+    let shards = client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for shard in shards.shards() {
+        for record in read_all(&client, stream, shard.shard_id()).await {
+            out.push(String::from_utf8(record.data.into_inner()).unwrap());
+        }
+    }
+    out
+}
+
+/// Checks that the first occurrence of each record comes in send order per key and that
+/// every acknowledged record is there (a batch sent again after a lost connection may
+/// show twice: delivery is at least once).
+fn check_per_key_order(read: &[String], acked: &[String]) {
+    let mut last: HashMap<&str, &str> = HashMap::new();
+    let mut seen = std::collections::HashSet::new();
+    for record in read {
+        if !seen.insert(record.as_str()) {
+            continue;
+        }
+        let (key, number) = record.split_once(':').unwrap();
+        if let Some(previous) = last.insert(key, number) {
+            assert!(previous < number, "{key}: {previous} read before {number}");
+        }
+    }
+    for record in acked {
+        assert!(
+            seen.contains(record.as_str()),
+            "acknowledged {record} was not read"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_writes_every_record_in_order_per_key() {
+    let node = Node::start().await;
+    let client = Client::connect(ClientConfig::new(format!("http://{}", node.grpc_addr)))
+        .await
+        .unwrap();
+    client.create_stream("produced", 4).await.unwrap();
+    let producer = client
+        .producer(
+            "produced",
+            ProducerConfig {
+                batch_max_records: 100,
+                ..ProducerConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    let sent = send_numbered(&producer, 0, 2_000).await;
+    producer.flush().await.unwrap();
+    let mut acked = Vec::new();
+    let mut by_key: BTreeMap<String, Vec<(usize, String)>> = BTreeMap::new();
+    for (data, delivery) in sent {
+        let ack = delivery.await.unwrap();
+        let key = data.split_once(':').unwrap().0.to_owned();
+        by_key
+            .entry(key)
+            .or_default()
+            .push(seq_key(&ack.sequence_number));
+        acked.push(data);
+    }
+    // Sequence numbers grow with send order for each key (a key stays on its shard).
+    for (key, sequences) in &by_key {
+        assert!(
+            sequences.windows(2).all(|w| w[0] < w[1]),
+            "{key}: {sequences:?}"
+        );
+    }
+    let read = read_stream(&node, "produced").await;
+    assert_eq!(read.len(), 2_000, "each record written once");
+    check_per_key_order(&read, &acked);
+    // Bad input is refused before it is queued.
+    assert!(producer.send("", b"x".to_vec()).await.is_err());
+    assert!(producer.send("k", vec![0u8; 1 << 20]).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_routes_to_leaders_and_survives_a_leader_change() {
+    let options = |join: Option<&Node>| NodeOptions {
+        config: sluice_server::RawConfig {
+            join: join.map(|seed| vec![seed.grpc_addr.to_string()]),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let first = Node::start_with(options(None)).await;
+    let second = Node::start_with(options(Some(&first))).await;
+    let third = Node::start_with(options(Some(&first))).await;
+    wait_for("three members", Duration::from_secs(20), || async {
+        cluster_status(&format!("http://{}", first.grpc_addr)).await["Nodes"]
+            .as_array()
+            .is_some_and(|n| n.len() == 3)
+    })
+    .await;
+    let client = Client::connect(ClientConfig::new(format!("http://{}", first.grpc_addr)))
+        .await
+        .unwrap();
+    client.create_stream("routed", 3).await.unwrap();
+    for node in [&second, &third] {
+        wait_active(&node.client(), "routed").await;
+    }
+    wait_for(
+        "a leader for every shard",
+        Duration::from_secs(20),
+        || async {
+            client
+                .routes("routed")
+                .await
+                .is_ok_and(|r| r.shards().iter().all(|s| s.leader.is_some()))
+        },
+    )
+    .await;
+    let routes = client.routes("routed").await.unwrap();
+    let leaders: std::collections::BTreeSet<String> = routes
+        .shards()
+        .iter()
+        .filter_map(|s| s.leader.clone())
+        .collect();
+    assert!(!leaders.is_empty());
+    let producer = client
+        .producer(
+            "routed",
+            ProducerConfig {
+                batch_max_records: 50,
+                refresh_interval: Duration::from_millis(500),
+                ..ProducerConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut sent = send_numbered(&producer, 0, 600).await;
+    producer.flush().await.unwrap();
+    // Stop a node that leads a shard (not the one the client was given): its shards elect
+    // new leaders while the producer goes on.
+    let victim = [&second, &third]
+        .into_iter()
+        .find(|n| leaders.contains(&n.grpc_addr.to_string()))
+        .map(|n| n.grpc_addr);
+    let (second, third) = match victim {
+        Some(addr) if addr == second.grpc_addr => {
+            let writer = tokio::spawn(async move {
+                second.stop().await;
+            });
+            sent.extend(send_numbered(&producer, 600, 600).await);
+            writer.await.unwrap();
+            (None, Some(third))
+        }
+        Some(_) => {
+            let writer = tokio::spawn(async move {
+                third.stop().await;
+            });
+            sent.extend(send_numbered(&producer, 600, 600).await);
+            writer.await.unwrap();
+            (Some(second), None)
+        }
+        None => {
+            sent.extend(send_numbered(&producer, 600, 600).await);
+            (Some(second), Some(third))
+        }
+    };
+    sent.extend(send_numbered(&producer, 1_200, 600).await);
+    producer.flush().await.unwrap();
+    let mut acked = Vec::new();
+    for (data, delivery) in sent {
+        match delivery.await {
+            Ok(_) => acked.push(data),
+            Err(error) => panic!("{data} was not written: {error}"),
+        }
+    }
+    assert_eq!(acked.len(), 1_800);
+    let read = read_stream(&first, "routed").await;
+    check_per_key_order(&read, &acked);
+    drop((second, third));
+}
