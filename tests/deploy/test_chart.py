@@ -319,6 +319,11 @@ def test_zone_is_passed_only_when_set(rendered_sets: dict[str, Rendered]) -> Non
     assert rendered_sets["single"].env["SLUICE_ZONE"] == {"name": "SLUICE_ZONE", "value": "eu-west-1a"}
 
 
+def test_dead_node_grace_reaches_the_node_config(rendered_sets: dict[str, Rendered]) -> None:
+    assert "dead_node_grace_secs = 600" in rendered_sets["five-tls"].config_toml.splitlines()
+    assert "dead_node_grace_secs" not in rendered_sets["defaults"].config_toml
+
+
 def test_config_changes_roll_the_pods() -> None:
     before = render({}).statefulset["spec"]["template"]["metadata"]["annotations"]
     after = render({"config": {"logLevel": "debug"}}).statefulset["spec"]["template"]["metadata"][
