@@ -20,6 +20,9 @@ if [[ ${BENCH_IDLE_ONLY:-0} != 1 ]]; then
     "$BIN" bench --endpoint http://127.0.0.1:4567 --workload all "$@"
     "$BIN" bench --endpoint http://127.0.0.1:4567 --grpc-endpoint http://127.0.0.1:50051 \
         --workload grpc-put-records "$@"
+    # The same records through the Rust client's producer, routed to each shard's leader.
+    "$BIN" bench --endpoint http://127.0.0.1:4567 --grpc-endpoint http://127.0.0.1:50051 \
+        --workload grpc-produce "$@"
 fi
 
 # Idle cost of many shard groups: 1,000 shards, each replicated on the three nodes.

@@ -23,3 +23,5 @@ echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}
 "$BIN" bench --endpoint "http://127.0.0.1:$KINESIS_PORT" --workload all "$@"
 "$BIN" bench --endpoint "http://127.0.0.1:$KINESIS_PORT" --grpc-endpoint "http://127.0.0.1:$GRPC_PORT" \
     --workload grpc-put-records "$@"
+"$BIN" bench --endpoint "http://127.0.0.1:$KINESIS_PORT" --grpc-endpoint "http://127.0.0.1:$GRPC_PORT" \
+    --workload grpc-produce "$@"

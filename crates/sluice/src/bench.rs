@@ -89,6 +89,7 @@
 mod client;
 mod get;
 mod grpc;
+mod produce;
 mod put;
 mod stats;
 mod subscribe;
@@ -128,6 +129,9 @@ pub enum Workload {
     Subscribe,
     /// PutRecords batches over the native gRPC API (`--grpc-endpoint`).
     GrpcPutRecords,
+    /// Records through the Rust client's producer over the native API (`--grpc-endpoint`):
+    /// batched per shard and sent to each shard's leader.
+    GrpcProduce,
     /// put-records, put-records at 50% of its peak rate, put-record, get-records, subscribe.
     All,
 }
@@ -353,6 +357,14 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
             let report = grpc::run(&args.grpc_endpoint, &args.stream, &plan, out.progress)
                 .await
                 .with_context(|| format!("gRPC workload on {}", args.grpc_endpoint))?;
+            emit(&report);
+        }
+        Workload::GrpcProduce => {
+            let mut plan = args.put_plan(false);
+            plan.label = "grpc-produce".to_owned();
+            let report = produce::run(&args.grpc_endpoint, &args.stream, &plan, out.progress)
+                .await
+                .with_context(|| format!("produce workload on {}", args.grpc_endpoint))?;
             emit(&report);
         }
         Workload::Subscribe => {

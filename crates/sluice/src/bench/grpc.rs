@@ -116,7 +116,7 @@ pub async fn run(
     Ok(report)
 }
 
-fn plan_duration(plan: &PutPlan) -> std::time::Duration {
+pub(super) fn plan_duration(plan: &PutPlan) -> std::time::Duration {
     match plan.stop {
         super::put::Stop::After(duration) | super::put::Stop::Requests(_, duration) => duration,
     }
