@@ -102,16 +102,7 @@ pub async fn run(
             }
         }));
     }
-    for task in tasks {
-        if let Err(e) = task.await {
-            stats.error(format!("worker failed: {e}"));
-        }
-    }
-    let elapsed = start.elapsed();
-    drop(display);
-    let mut report = Report::from_stats(&plan.label, &stats, elapsed);
-    report.concurrency = workers;
-    report.record_size = plan.record_size;
+    let mut report = super::put::finish(tasks, &stats, display, plan, start).await;
     report.batch = Some(plan.batch);
     Ok(report)
 }

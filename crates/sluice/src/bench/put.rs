@@ -209,18 +209,31 @@ pub async fn run(client: &Kinesis, plan: &PutPlan, bodies: Arc<Bodies>, progress
             }
         }));
     }
+    let mut report = finish(tasks, &stats, display, plan, start).await;
+    report.batch = Some(records_per_request as usize);
+    report.target_rate = plan.rate;
+    report
+}
+
+/// Waits for a write workload's workers and reports on it (`plan.concurrency` workers,
+/// records of `plan.record_size`).
+pub(super) async fn finish(
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stats: &Arc<Stats>,
+    display: Progress,
+    plan: &PutPlan,
+    started: Instant,
+) -> Report {
     for task in tasks {
         if let Err(e) = task.await {
             stats.error(format!("worker failed: {e}"));
         }
     }
-    let elapsed = start.elapsed();
+    let elapsed = started.elapsed();
     drop(display);
-    let mut report = Report::from_stats(&plan.label, &stats, elapsed);
-    report.concurrency = workers;
+    let mut report = Report::from_stats(&plan.label, stats, elapsed);
+    report.concurrency = plan.concurrency.max(1);
     report.record_size = plan.record_size;
-    report.batch = Some(records_per_request as usize);
-    report.target_rate = plan.rate;
     report
 }
 
