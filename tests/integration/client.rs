@@ -211,3 +211,78 @@ async fn a_producer_routes_to_leaders_and_survives_a_leader_change() {
     check_per_key_order(&read, &acked);
     drop((second, third));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_reads_parents_before_children_across_a_split_and_a_merge() {
+    let node = Node::start().await;
+    let client = Client::connect(ClientConfig::new(format!("http://{}", node.grpc_addr)))
+        .await
+        .unwrap();
+    client.create_stream("followed", 1).await.unwrap();
+    let producer = client
+        .producer("followed", ProducerConfig::default())
+        .await
+        .unwrap();
+    let mut acked = Vec::new();
+    let mut send_all = async |from: usize| {
+        let sent = send_numbered(&producer, from, 200).await;
+        producer.flush().await.unwrap();
+        for (data, delivery) in sent {
+            delivery.await.unwrap();
+            acked.push(data);
+        }
+    };
+    send_all(0).await;
+    let kinesis = node.client();
+    kinesis
+        .split_shard()
+        .stream_name("followed")
+        .shard_to_split("shardId-000000000000")
+        .new_starting_hash_key((u128::MAX / 2).to_string())
+        .send()
+        .await
+        .unwrap();
+    wait_active(&kinesis, "followed").await;
+    send_all(200).await;
+    kinesis
+        .merge_shards()
+        .stream_name("followed")
+        .shard_to_merge("shardId-000000000001")
+        .adjacent_shard_to_merge("shardId-000000000002")
+        .send()
+        .await
+        .unwrap();
+    wait_active(&kinesis, "followed").await;
+    send_all(400).await;
+
+    let mut consumer = client
+        .consumer("followed", sluice_client::Position::TrimHorizon)
+        .await
+        .unwrap();
+    let mut read = Vec::new();
+    let mut shards_seen: Vec<String> = Vec::new();
+    while read.len() < acked.len() {
+        let batch = tokio::time::timeout(Duration::from_secs(20), consumer.next())
+            .await
+            .expect("records keep coming")
+            .expect("shards left to read")
+            .unwrap();
+        if shards_seen.last() != Some(&batch.shard_id) {
+            shards_seen.push(batch.shard_id.clone());
+        }
+        for record in batch.records {
+            read.push(String::from_utf8(record.data.to_vec()).unwrap());
+        }
+    }
+    assert_eq!(read.len(), acked.len());
+    check_per_key_order(&read, &acked);
+    // The parent first, then its children, then the merged shard.
+    assert_eq!(
+        shards_seen.first().map(String::as_str),
+        Some("shardId-000000000000")
+    );
+    assert_eq!(
+        shards_seen.last().map(String::as_str),
+        Some("shardId-000000000003")
+    );
+}

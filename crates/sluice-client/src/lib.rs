@@ -2,6 +2,7 @@
 //!
 //! [`Client`] connects to any node, learns the cluster from it (nodes, each stream's shards
 //! with their hash key ranges, each shard's leader) and keeps one channel per node.
+//! [`Consumer`] reads every shard of a stream, children after their parents.
 //! [`Producer`] batches records and sends each shard's records straight to the node that
 //! leads it, over that node's `Produce` stream, never reordering the records of a shard (so
 //! of a partition key). Every node accepts every call (a node that does not lead a shard
@@ -20,9 +21,11 @@
 //! # }
 //! ```
 
+mod consumer;
 mod producer;
 mod routes;
 
+pub use consumer::{Consumer, Position, ShardRecords};
 pub use producer::{Ack, Delivery, Producer, ProducerConfig};
 pub use routes::{ShardRoute, StreamRoutes};
 
@@ -297,6 +300,11 @@ impl Client {
             .await?
             .into_inner();
         StreamRoutes::new(&description, &status)
+    }
+
+    /// A consumer of every shard of `stream` from `position` (see [`Consumer`]).
+    pub async fn consumer(&self, stream: &str, position: Position) -> Result<Consumer, Error> {
+        Consumer::start(self, stream, position).await
     }
 
     /// A batching producer for `stream` (see [`Producer`]).

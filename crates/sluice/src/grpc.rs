@@ -30,6 +30,16 @@ impl Target {
     pub async fn connect(&self) -> anyhow::Result<(Channel, Signer)> {
         connect(&self.endpoint, self.ca_bundle.as_deref()).await
     }
+
+    /// A `sluice-client` connection to the node.
+    pub async fn client(&self) -> anyhow::Result<sluice_client::Client> {
+        let config = sluice_client::ClientConfig {
+            endpoint: self.endpoint.clone(),
+            ca_bundle: self.ca_bundle.clone(),
+            signer: Signer::from_env(),
+        };
+        Ok(sluice_client::Client::connect(config).await?)
+    }
 }
 
 /// Connects to a node's gRPC endpoint.
