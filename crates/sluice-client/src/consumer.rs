@@ -159,8 +159,7 @@ impl Consumer {
                                                 records: batch.records,
                                                 millis_behind_latest: batch.millis_behind_latest,
                                             };
-                                            if events.send(Event::Records(records)).await.is_err()
-                                            {
+                                            if events.send(Event::Records(records)).await.is_err() {
                                                 return;
                                             }
                                         }
@@ -202,8 +201,7 @@ impl Consumer {
                     let _ = events.send(Event::Failed(shard, status.into())).await;
                     return;
                 }
-                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempts.min(10))))
-                    .await;
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempts.min(10)))).await;
             }
         });
     }
