@@ -118,6 +118,13 @@ impl Producer {
                 "batch_max_bytes must be at most 5 MiB and buffer_bytes at least 1 MiB".to_owned(),
             ));
         }
+        // A stream still being created refuses writes: start once it takes them.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while client.describe_stream(stream).await?.status == "CREATING"
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let routes = client.routes(stream).await?;
         let (commands, received) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();

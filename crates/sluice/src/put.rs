@@ -1,18 +1,17 @@
-//! `sluice put`: writes lines from standard input or a file as records, in batches of up to
-//! 500 records and 5 MiB, retrying records the node refused (throttling) in their order.
+//! `sluice put`: writes lines from standard input or a file as records through the client's
+//! producer (batches of up to 500 records and 5 MiB sent to each shard's leader, refused
+//! records retried in their order), with a progress bar on a terminal.
 
-use crate::grpc::{self, status_error};
+use crate::grpc;
 use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
 use rand::Rng;
 use serde_json::json;
-use sluice_proto::v1 as pb;
-use sluice_proto::v1::data_client::DataClient;
+use sluice_client::{Delivery, ProducerConfig};
 use std::io::BufRead;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-const MAX_BATCH_RECORDS: usize = 500;
-const MAX_BATCH_BYTES: usize = 5 << 20;
 const MAX_RECORD_BYTES: usize = 1 << 20;
 const MAX_ATTEMPTS: u32 = 20;
 
@@ -85,68 +84,59 @@ async fn put(args: PutArgs) -> anyhow::Result<()> {
         });
     }
 
-    let (channel, signer) = args.node.connect().await?;
-    let mut client = DataClient::with_interceptor(channel, signer);
+    let client = args.node.client().await?;
+    let producer = client
+        .producer(
+            &args.stream,
+            ProducerConfig {
+                max_attempts: MAX_ATTEMPTS,
+                ..ProducerConfig::default()
+            },
+        )
+        .await?;
     let started = Instant::now();
     let total = records.len();
-    let mut written = 0usize;
-    let mut queue: std::collections::VecDeque<Pending> = records.into();
-    let mut attempts = 0u32;
-    while !queue.is_empty() {
-        let mut batch = Vec::new();
-        let mut bytes = 0usize;
-        while let Some(next) = queue.front() {
-            let size = next.data.len() + next.partition_key.len();
-            if batch.len() == MAX_BATCH_RECORDS || bytes + size > MAX_BATCH_BYTES {
-                break;
-            }
-            bytes += size;
-            batch.extend(queue.pop_front());
-        }
-        let request = pb::PutRecordsRequest {
-            stream_name: args.stream.clone(),
-            records: batch
-                .iter()
-                .map(|r| pb::PutRecordsRequestEntry {
-                    partition_key: r.partition_key.clone(),
-                    explicit_hash_key: None,
-                    data: r.data.clone().into(),
-                })
-                .collect(),
-        };
-        let answer = client
-            .put_records(request)
-            .await
-            .map_err(status_error)?
-            .into_inner();
-        // Refused records go back to the front, in their order, ahead of later lines.
-        let mut refused = Vec::new();
-        let mut last_error = String::new();
-        for (record, result) in batch.into_iter().zip(answer.records) {
-            match result.result {
-                Some(pb::put_records_result_entry::Result::Success(_)) => written += 1,
-                Some(pb::put_records_result_entry::Result::Error(error)) => {
-                    last_error = format!("{}: {}", error.error_code, error.error_message);
-                    refused.push(record);
+    // Drawn on standard error only when it is a terminal.
+    let bar = ProgressBar::new(total as u64);
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {pos}/{len} records written ({per_sec}, {eta} left)")
+    {
+        bar.set_style(style);
+    }
+    // Outcomes are awaited in order beside the sending (which waits while the producer's
+    // buffer is full): the first failure is reported with its line.
+    let (outcomes, mut pending) = tokio::sync::mpsc::unbounded_channel::<(usize, Delivery)>();
+    let waiter = {
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            let mut written = 0usize;
+            let mut first_error = None;
+            while let Some((line, delivery)) = pending.recv().await {
+                match delivery.await {
+                    Ok(_) => {
+                        written += 1;
+                        bar.inc(1);
+                    }
+                    Err(error) => {
+                        first_error.get_or_insert((line, error));
+                    }
                 }
-                None => refused.push(record),
             }
-        }
-        if !refused.is_empty() {
-            attempts += 1;
-            if attempts > MAX_ATTEMPTS {
-                bail!(
-                    "gave up after {MAX_ATTEMPTS} retries with {} records unwritten: {last_error}",
-                    refused.len() + queue.len()
-                );
-            }
-            for record in refused.into_iter().rev() {
-                queue.push_front(record);
-            }
-            tokio::time::sleep(Duration::from_millis(50 * u64::from(attempts.min(10)))).await;
-        } else {
-            attempts = 0;
-        }
+            (written, first_error)
+        })
+    };
+    for (index, record) in records.into_iter().enumerate() {
+        let delivery = producer.send(record.partition_key, record.data).await?;
+        let _ = outcomes.send((index + 1, delivery));
+    }
+    drop(outcomes);
+    producer.flush().await?;
+    let (written, first_error) = waiter.await.context("wait for the records' outcomes")?;
+    bar.finish_and_clear();
+    if let Some((line, error)) = first_error {
+        bail!(
+            "{written} of {total} records written; line {line} and maybe others were not: {error}"
+        );
     }
     let elapsed = started.elapsed().as_secs_f64();
     if args.output == "json" {
