@@ -286,3 +286,58 @@ async fn a_consumer_reads_parents_before_children_across_a_split_and_a_merge() {
         Some("shardId-000000000003")
     );
 }
+
+/// `send` waits while the producer's buffer is full instead of growing it, and goes on once
+/// the buffered records are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_producer_buffer_makes_send_wait() {
+    let node = Node::start().await;
+    let client = Client::connect(ClientConfig::new(format!("http://{}", node.grpc_addr)))
+        .await
+        .unwrap();
+    client.create_stream("buffered", 1).await.unwrap();
+    let producer = client
+        .producer(
+            "buffered",
+            ProducerConfig {
+                // Records stay buffered until a flush.
+                linger: Duration::from_secs(600),
+                buffer_bytes: 1 << 20,
+                ..ProducerConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    let record = vec![7u8; 100 << 10];
+    let mut deliveries = Vec::new();
+    for _ in 0..9 {
+        deliveries.push(producer.send("k".to_owned(), record.clone()).await.unwrap());
+    }
+    // A tenth and an eleventh 100 KiB record exceed the 1 MiB buffer.
+    let blocked = tokio::time::timeout(Duration::from_millis(500), async {
+        for _ in 0..2 {
+            producer.send("k".to_owned(), record.clone()).await.unwrap();
+        }
+    })
+    .await;
+    assert!(blocked.is_err(), "send went on with a full buffer");
+    producer.flush().await.unwrap();
+    for delivery in deliveries {
+        tokio::time::timeout(Duration::from_secs(10), delivery)
+            .await
+            .expect("buffered record acknowledged")
+            .unwrap();
+    }
+    let after = tokio::time::timeout(
+        Duration::from_secs(10),
+        producer.send("k".to_owned(), record.clone()),
+    )
+    .await
+    .expect("send goes on once the buffer drained")
+    .unwrap();
+    producer.flush().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), after)
+        .await
+        .expect("last record acknowledged")
+        .unwrap();
+}
