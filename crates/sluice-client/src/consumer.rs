@@ -151,18 +151,19 @@ impl Consumer {
                             match batches.message().await {
                                 Ok(Some(batch)) => {
                                     attempts = 0;
-                                    let Some(next) = batch.continuation_sequence_number else {
-                                        // Only the last batch of a finished shard has none.
-                                        if !batch.records.is_empty() {
-                                            let records = ShardRecords {
-                                                shard_id: shard.clone(),
-                                                records: batch.records,
-                                                millis_behind_latest: batch.millis_behind_latest,
-                                            };
-                                            if events.send(Event::Records(records)).await.is_err() {
-                                                return;
-                                            }
+                                    if !batch.records.is_empty() {
+                                        let records = ShardRecords {
+                                            shard_id: shard.clone(),
+                                            records: batch.records,
+                                            millis_behind_latest: batch.millis_behind_latest,
+                                        };
+                                        if events.send(Event::Records(records)).await.is_err() {
+                                            return;
                                         }
+                                    }
+                                    // Only the last batch of a finished shard has no
+                                    // continuation.
+                                    let Some(next) = batch.continuation_sequence_number else {
                                         let _ = events
                                             .send(Event::Finished(shard, batch.child_shards))
                                             .await;
@@ -174,16 +175,6 @@ impl Consumer {
                                         sequence_number: next,
                                         timestamp_ms: 0,
                                     };
-                                    if !batch.records.is_empty() {
-                                        let records = ShardRecords {
-                                            shard_id: shard.clone(),
-                                            records: batch.records,
-                                            millis_behind_latest: batch.millis_behind_latest,
-                                        };
-                                        if events.send(Event::Records(records)).await.is_err() {
-                                            return;
-                                        }
-                                    }
                                 }
                                 Ok(None) => break tonic::Status::unavailable("stream ended"),
                                 Err(status) => break status,

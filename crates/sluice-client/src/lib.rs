@@ -50,9 +50,13 @@ pub enum Error {
         kind: String,
         message: String,
     },
-    /// No connection could be made.
-    #[error("connect to {endpoint}: {reason}")]
-    Connect { endpoint: String, reason: String },
+    /// No connection could be made (the source says why).
+    #[error("connect to {endpoint}")]
+    Connect {
+        endpoint: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The request cannot be made as given.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -194,6 +198,12 @@ impl Client {
         })
     }
 
+    /// The unsigned channel to the node given at connect time (for clients that add
+    /// their own interceptor).
+    pub fn seed_channel(&self) -> Channel {
+        self.inner.seed.clone()
+    }
+
     /// The channel to the node given at connect time.
     pub fn seed(&self) -> Signed {
         InterceptedService::new(self.inner.seed.clone(), self.inner.config.signer.clone())
@@ -315,21 +325,21 @@ impl Client {
 
 /// Opens a channel to `endpoint` with the configuration's TLS settings.
 async fn channel(config: &ClientConfig, endpoint: &str) -> Result<Channel, Error> {
-    let failed = |reason: String| Error::Connect {
+    let failed = |source: Box<dyn std::error::Error + Send + Sync>| Error::Connect {
         endpoint: endpoint.to_owned(),
-        reason,
+        source,
     };
     let mut builder = Channel::from_shared(endpoint.to_owned())
-        .map_err(|e| failed(e.to_string()))?
+        .map_err(|e| failed(e.into()))?
         .tcp_nodelay(true);
     if endpoint.starts_with("https://") {
         let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
         if let Some(path) = &config.ca_bundle {
             let pem = std::fs::read(path)
-                .map_err(|e| failed(format!("read CA bundle {}: {e}", path.display())))?;
+                .map_err(|e| failed(format!("read CA bundle {}: {e}", path.display()).into()))?;
             tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
         }
-        builder = builder.tls_config(tls).map_err(|e| failed(e.to_string()))?;
+        builder = builder.tls_config(tls).map_err(|e| failed(e.into()))?;
     }
-    builder.connect().await.map_err(|e| failed(e.to_string()))
+    builder.connect().await.map_err(|e| failed(e.into()))
 }

@@ -126,13 +126,16 @@ impl Producer {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let routes = client.routes(stream).await?;
+        let config = ProducerConfig {
+            max_in_flight: config.max_in_flight.max(1),
+            ..config
+        };
         let (commands, received) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
         let buffer_bytes = config.buffer_bytes.min(Semaphore::MAX_PERMITS);
         let task = Task {
             client,
             stream: stream.to_owned(),
-            max_in_flight: config.max_in_flight.max(1),
             config,
             routes,
             refreshed: Instant::now(),
@@ -231,7 +234,6 @@ struct Task {
     client: Client,
     stream: String,
     config: ProducerConfig,
-    max_in_flight: usize,
     routes: StreamRoutes,
     refreshed: Instant,
     /// An answer suggested the map is out of date.
@@ -523,7 +525,7 @@ impl Task {
             let room = self
                 .nodes
                 .get(&node)
-                .is_none_or(|s| s.in_flight < self.max_in_flight);
+                .is_none_or(|s| s.in_flight < self.config.max_in_flight);
             if !room {
                 continue;
             }

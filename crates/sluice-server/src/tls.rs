@@ -382,7 +382,7 @@ async fn read_ca(
 }
 
 /// An error and its causes on one line, for log fields.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -8,6 +8,7 @@
 //! without a zone (placement then treats it as a zone of its own).
 
 use crate::config::{ClusterConfig, ZoneDiscovery};
+use crate::tls::error_chain;
 use http_body_util::{BodyExt, Empty};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -174,18 +175,6 @@ pub async fn node_zone(discovery: &ZoneDiscovery) -> Result<Option<String>, Zone
         .map(str::trim)
         .filter(|zone| !zone.is_empty())
         .map(str::to_owned))
-}
-
-/// An error and its causes on one line, for log fields.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

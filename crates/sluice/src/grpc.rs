@@ -3,7 +3,6 @@
 //! signed with the access key in `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` when they are
 //! set (nodes running with authentication require it; open nodes ignore it).
 
-use anyhow::Context;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -27,8 +26,10 @@ pub struct Target {
 }
 
 impl Target {
+    /// A channel to the node (made by `sluice-client`, TLS included) and the signer.
     pub async fn connect(&self) -> anyhow::Result<(Channel, Signer)> {
-        connect(&self.endpoint, self.ca_bundle.as_deref()).await
+        let client = self.client().await?;
+        Ok((client.seed_channel(), Signer::from_env()))
     }
 
     /// A `sluice-client` connection to the node.
@@ -40,29 +41,6 @@ impl Target {
         };
         Ok(sluice_client::Client::connect(config).await?)
     }
-}
-
-/// Connects to a node's gRPC endpoint.
-async fn connect(
-    endpoint: &str,
-    ca_bundle: Option<&std::path::Path>,
-) -> anyhow::Result<(Channel, Signer)> {
-    let mut builder = Channel::from_shared(endpoint.to_owned())
-        .with_context(|| format!("invalid endpoint {endpoint}"))?;
-    if endpoint.starts_with("https://") {
-        let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
-        if let Some(path) = ca_bundle {
-            let pem = std::fs::read(path)
-                .with_context(|| format!("read CA bundle {}", path.display()))?;
-            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
-        }
-        builder = builder.tls_config(tls).context("configure TLS")?;
-    }
-    let channel = builder
-        .connect()
-        .await
-        .with_context(|| format!("connect to {endpoint}"))?;
-    Ok((channel, Signer::from_env()))
 }
 
 /// One line naming the Kinesis error type and the server's message.
