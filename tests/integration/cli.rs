@@ -77,10 +77,12 @@ async fn stream_autoscale_sets_shows_and_removes_a_policy() {
     );
 }
 
-/// Runs `sluice ARGS --endpoint <node>` and returns stdout, failing on a non-zero exit.
-async fn sluice_ok(endpoint: &str, args: &[&str]) -> String {
+/// Runs `sluice ARGS <target>` (`target` names the node: `--endpoint URL` for gRPC or
+/// `--kinesis-endpoint URL` for the Kinesis JSON API) and returns stdout, failing on a
+/// non-zero exit.
+async fn sluice_ok(target: &[String], args: &[&str]) -> String {
     let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    all.extend(["--endpoint".to_owned(), endpoint.to_owned()]);
+    all.extend(target.iter().cloned());
     let output = sluice(all.clone()).await;
     assert!(
         output.status.success(),
@@ -90,7 +92,7 @@ async fn sluice_ok(endpoint: &str, args: &[&str]) -> String {
     String::from_utf8(output.stdout).expect("utf-8 output")
 }
 
-async fn tail_json(endpoint: &str, stream: &str, count: usize) -> Vec<serde_json::Value> {
+async fn tail_json(endpoint: &[String], stream: &str, count: usize) -> Vec<serde_json::Value> {
     let count = count.to_string();
     let out = sluice_ok(
         endpoint,
@@ -116,10 +118,28 @@ async fn tail_json(endpoint: &str, stream: &str, count: usize) -> Vec<serde_json
 #[tokio::test]
 async fn a_new_user_creates_puts_tails_reshards_and_deletes_with_the_cli() {
     let node = Node::start().await;
-    let endpoint = format!("http://{}", node.grpc_addr);
+    let target = [
+        "--endpoint".to_owned(),
+        format!("http://{}", node.grpc_addr),
+    ];
+    new_user_walkthrough(&node, &target).await;
+}
 
+/// The same commands over the Kinesis JSON API (`--kinesis-endpoint`), as against any
+/// Kinesis-compatible server.
+#[tokio::test]
+async fn the_cli_does_the_same_over_the_kinesis_api() {
+    let node = Node::start().await;
+    let target = [
+        "--kinesis-endpoint".to_owned(),
+        format!("http://{}", node.kinesis_addr),
+    ];
+    new_user_walkthrough(&node, &target).await;
+}
+
+async fn new_user_walkthrough(node: &Node, endpoint: &[String]) {
     let created = sluice_ok(
-        &endpoint,
+        endpoint,
         &[
             "stream", "create", "clicks", "--shards", "2", "--tag", "team=web",
         ],
@@ -128,12 +148,12 @@ async fn a_new_user_creates_puts_tails_reshards_and_deletes_with_the_cli() {
     assert_eq!(created.trim(), "clicks: created");
     crate::wait_active(&node.client(), "clicks").await;
     let listed: serde_json::Value =
-        serde_json::from_str(&sluice_ok(&endpoint, &["stream", "list", "--output", "json"]).await)
+        serde_json::from_str(&sluice_ok(endpoint, &["stream", "list", "--output", "json"]).await)
             .unwrap();
     assert_eq!(listed[0]["StreamName"], "clicks");
     let described: serde_json::Value = serde_json::from_str(
         &sluice_ok(
-            &endpoint,
+            endpoint,
             &["stream", "describe", "clicks", "--output", "json"],
         )
         .await,
@@ -151,17 +171,17 @@ async fn a_new_user_creates_puts_tails_reshards_and_deletes_with_the_cli() {
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
     let input_path = input.to_str().unwrap();
     let put = sluice_ok(
-        &endpoint,
+        endpoint,
         &["put", "clicks", "--file", input_path, "--key-field", "user"],
     )
     .await;
     assert!(put.starts_with("clicks: put 200 of 200 records"), "{put}");
-    let records = tail_json(&endpoint, "clicks", 200).await;
+    let records = tail_json(endpoint, "clicks", 200).await;
     assert_eq!(records.len(), 200);
     check_order_per_key(&records);
 
     // Split a shard, write again: the tail reads the parent to its end, then its children.
-    let split = sluice_ok(&endpoint, &["stream", "split", "clicks", "0"]).await;
+    let split = sluice_ok(endpoint, &["stream", "split", "clicks", "0"]).await;
     assert!(
         split.starts_with("clicks: splitting shardId-000000000000 at "),
         "{split}"
@@ -173,7 +193,7 @@ async fn a_new_user_creates_puts_tails_reshards_and_deletes_with_the_cli() {
         .collect();
     std::fs::write(&more, lines.join("\n")).unwrap();
     sluice_ok(
-        &endpoint,
+        endpoint,
         &[
             "put",
             "clicks",
@@ -184,7 +204,7 @@ async fn a_new_user_creates_puts_tails_reshards_and_deletes_with_the_cli() {
         ],
     )
     .await;
-    let records = tail_json(&endpoint, "clicks", 300).await;
+    let records = tail_json(endpoint, "clicks", 300).await;
     assert_eq!(records.len(), 300);
     check_order_per_key(&records);
     let shards: std::collections::BTreeSet<&str> = records
@@ -196,19 +216,53 @@ async fn a_new_user_creates_puts_tails_reshards_and_deletes_with_the_cli() {
         "records from the parent and its children: {shards:?}"
     );
 
-    let scaled = sluice_ok(&endpoint, &["stream", "scale", "clicks", "--shards", "4"]).await;
+    // Scale to 4: the split's children are already two of the four ranges and stay;
+    // every open shard takes writes, and the tail reads all 400 in order per user.
+    let scaled = sluice_ok(endpoint, &["stream", "scale", "clicks", "--shards", "4"]).await;
     assert_eq!(scaled.trim(), "clicks: scaling from 3 to 4 shards");
     crate::wait_active(&node.client(), "clicks").await;
-    sluice_ok(&endpoint, &["stream", "delete", "clicks"]).await;
-
-    let missing = sluice(vec![
-        "stream".into(),
-        "describe".into(),
-        "clicks-nope".into(),
-        "--endpoint".into(),
-        endpoint.clone(),
-    ])
+    let last = dir.path().join("last.jsonl");
+    let lines: Vec<String> = (300..400)
+        .map(|i| format!(r#"{{"user":"u{}","n":{i}}}"#, i % 7))
+        .collect();
+    std::fs::write(&last, lines.join("\n")).unwrap();
+    let put = sluice_ok(
+        endpoint,
+        &[
+            "put",
+            "clicks",
+            "--file",
+            last.to_str().unwrap(),
+            "--key-field",
+            "user",
+            "--output",
+            "json",
+        ],
+    )
     .await;
+    let put: serde_json::Value = serde_json::from_str(&put).unwrap();
+    assert_eq!(put["Records"], 100);
+    let records = tail_json(endpoint, "clicks", 400).await;
+    assert_eq!(records.len(), 400);
+    check_order_per_key(&records);
+    let described: serde_json::Value = serde_json::from_str(
+        &sluice_ok(
+            endpoint,
+            &["stream", "describe", "clicks", "--output", "json"],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(described["OpenShardCount"], 4);
+    assert_eq!(described["Shards"].as_array().map(Vec::len), Some(6));
+    sluice_ok(endpoint, &["stream", "delete", "clicks"]).await;
+
+    let mut args: Vec<String> = ["stream", "describe", "clicks-nope"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(endpoint.iter().cloned());
+    let missing = sluice(args).await;
     assert!(!missing.status.success());
     let stderr = String::from_utf8_lossy(&missing.stderr);
     assert_eq!(

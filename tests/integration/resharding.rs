@@ -185,3 +185,77 @@ async fn update_shard_count_scales_uniformly() {
         .unwrap_err();
     assert!(too_many.as_service_error().is_some(), "{too_many:?}");
 }
+
+/// UpdateShardCount keeps an open shard whose range is already a target range: it stays
+/// open and writable (it used to be closed without a successor, failing every write).
+#[tokio::test]
+async fn update_shard_count_leaves_shards_already_in_place_writable() {
+    let node = Node::start().await;
+    let client = node.client();
+    create_active(&client, "keep", 2).await;
+    // Shard 0 (the lower half) splits into the two lower quarters: 2 and 3.
+    client
+        .split_shard()
+        .stream_name("keep")
+        .shard_to_split("shardId-000000000000")
+        .new_starting_hash_key("85070591730234615865843651857942052864")
+        .send()
+        .await
+        .unwrap();
+    wait_active(&client, "keep").await;
+    // Four uniform shards: 2 and 3 are in place, only shard 1 splits.
+    client
+        .update_shard_count()
+        .stream_name("keep")
+        .target_shard_count(4)
+        .scaling_type(ScalingType::UniformScaling)
+        .send()
+        .await
+        .unwrap();
+    wait_active(&client, "keep").await;
+    let shards = client
+        .list_shards()
+        .stream_name("keep")
+        .send()
+        .await
+        .unwrap();
+    let open: Vec<&str> = shards
+        .shards()
+        .iter()
+        .filter(|s| {
+            s.sequence_number_range()
+                .and_then(|r| r.ending_sequence_number())
+                .is_none()
+        })
+        .map(|s| s.shard_id())
+        .collect();
+    assert_eq!(
+        open,
+        [
+            "shardId-000000000002",
+            "shardId-000000000003",
+            "shardId-000000000004",
+            "shardId-000000000005"
+        ]
+    );
+    // A write to the start of every open shard's range lands there.
+    for shard in shards
+        .shards()
+        .iter()
+        .filter(|s| open.contains(&s.shard_id()))
+    {
+        let start = shard.hash_key_range().unwrap().starting_hash_key();
+        let out = client
+            .put_record()
+            .stream_name("keep")
+            .partition_key("k")
+            .explicit_hash_key(start)
+            .data(aws_sdk_kinesis::primitives::Blob::new(b"after".as_slice()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("write to {}: {e:?}", shard.shard_id()));
+        assert_eq!(out.shard_id(), shard.shard_id());
+        let read = read_all(&client, "keep", shard.shard_id()).await;
+        assert_eq!(read.len(), 1, "{}", shard.shard_id());
+    }
+}

@@ -12,8 +12,8 @@ use crate::throttle::{ShardLimits, ShardLimitsConfig, rate_exceeded_message};
 use bytes::Bytes;
 use parking_lot::RwLock;
 use sluice_meta::{
-    Command, EndingOffsets, Identity, Member, Meta, MetaNode, MetaState, Stream, StreamMode,
-    StreamStatus,
+    Change, Command, EndingOffsets, Identity, Member, Meta, MetaNode, MetaState, Stream,
+    StreamMode, StreamStatus,
 };
 use sluice_replication::{Groups, PeerNode, Router};
 use sluice_storage::{KeyProvider, LocalKeyring, LogConfig, StorageError};
@@ -710,11 +710,25 @@ impl Broker {
             ending,
             now_ms: self.now_ms(),
         };
-        self.inner
+        let planned = self
+            .inner
             .meta
             .read(|state| state.plan(&command(EndingOffsets::new())))?;
-        let open: Vec<u32> = stream.open_shards().map(|s| s.id).collect();
-        self.reshard(&stream, &open, command).await
+        // Only the shards the new layout replaces are closed: an open shard whose range
+        // is already one of the target ranges stays open (and writable).
+        let closing: Vec<u32> = match &planned {
+            Change::Put(after) => stream
+                .open_shards()
+                .filter(|s| {
+                    after
+                        .shard(ShardId(s.id))
+                        .is_some_and(|planned| planned.closed.is_some())
+                })
+                .map(|s| s.id)
+                .collect(),
+            _ => stream.open_shards().map(|s| s.id).collect(),
+        };
+        self.reshard(&stream, &closing, command).await
     }
 
     /// Closes the given shards' logs, records their last offsets in the command, and

@@ -86,7 +86,6 @@
 //! `producer_lag_max_ms` (how late the writers fell behind their schedule) are added. The
 //! command fails if any record is missing or out of order.
 
-mod client;
 mod get;
 mod grpc;
 mod produce;
@@ -94,8 +93,8 @@ mod put;
 mod stats;
 mod subscribe;
 
+use crate::kinesis::Kinesis;
 use anyhow::{Context, bail, ensure};
-use client::Kinesis;
 use put::{Bodies, PutPlan, Stop};
 use stats::Report;
 use std::io::IsTerminal;
@@ -139,9 +138,12 @@ pub enum Workload {
 /// Options of `sluice bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Kinesis JSON endpoint (plain http; Sluice or any Kinesis-compatible server).
+    /// Kinesis JSON endpoint (http:// or https://; Sluice or any Kinesis-compatible server).
     #[arg(long, default_value = "http://127.0.0.1:4567")]
     endpoint: String,
+    /// PEM CA bundle to trust for an https:// endpoint (besides the system roots).
+    #[arg(long, env = "SLUICE_CA_BUNDLE")]
+    ca_bundle: Option<std::path::PathBuf>,
     /// gRPC endpoint of the same node, for the grpc-put-records workload.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     grpc_endpoint: String,
@@ -179,7 +181,7 @@ pub struct BenchArgs {
     /// stream back.
     #[arg(long, default_value_t = 200)]
     backlog_mb: u64,
-    /// Use HTTP/2 without TLS (prior knowledge) over one multiplexed connection.
+    /// Use HTTP/2 over one multiplexed connection (without TLS: prior knowledge).
     #[arg(long)]
     http2: bool,
     /// Print only the final JSON lines.
@@ -320,7 +322,7 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<()> {
         progress: !args.json && std::io::stderr().is_terminal(),
     };
     let pool = args.concurrency.unwrap_or(64).max(BACKLOG_CONCURRENCY) + args.consumers;
-    let client = Kinesis::new(&args.endpoint, args.http2, pool)?;
+    let client = Kinesis::new(&args.endpoint, args.http2, pool, args.ca_bundle.as_deref())?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let protocol = if args.http2 { "h2c" } else { "HTTP/1.1" };
     if args.workload == Workload::Subscribe {

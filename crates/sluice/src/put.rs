@@ -1,8 +1,9 @@
 //! `sluice put`: writes lines from standard input or a file as records through the client's
 //! producer (batches of up to 500 records and 5 MiB sent to each shard's leader, refused
-//! records retried in their order), with a progress bar on a terminal.
+//! records retried in their order), or with `--kinesis-endpoint` through PutRecords calls,
+//! with a progress bar on a terminal.
 
-use crate::grpc;
+use crate::json_api;
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::Rng;
@@ -29,7 +30,7 @@ pub struct PutArgs {
     #[arg(long)]
     key_field: Option<String>,
     #[command(flatten)]
-    node: grpc::Target,
+    node: json_api::ApiTarget,
     /// Print JSON instead of text.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     output: String,
@@ -84,16 +85,6 @@ async fn put(args: PutArgs) -> anyhow::Result<()> {
         });
     }
 
-    let client = args.node.client().await?;
-    let producer = client
-        .producer(
-            &args.stream,
-            ProducerConfig {
-                max_attempts: MAX_ATTEMPTS,
-                ..ProducerConfig::default()
-            },
-        )
-        .await?;
     let started = Instant::now();
     let total = records.len();
     // Drawn on standard error only when it is a terminal.
@@ -103,6 +94,58 @@ async fn put(args: PutArgs) -> anyhow::Result<()> {
     {
         bar.set_style(style);
     }
+    let written = match args.node.kinesis()? {
+        Some(kinesis) => {
+            let records = records
+                .into_iter()
+                .map(|r| json_api::Outgoing {
+                    partition_key: r.partition_key,
+                    data: r.data,
+                })
+                .collect();
+            let outcome =
+                json_api::put_records(&kinesis, &args.stream, records, MAX_ATTEMPTS, &|n| {
+                    bar.inc(n)
+                })
+                .await;
+            bar.finish_and_clear();
+            outcome?;
+            total
+        }
+        None => put_grpc(&args, records, &bar).await?,
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    if args.output == "json" {
+        println!(
+            "{}",
+            json!({"StreamName": args.stream, "Records": written, "Seconds": elapsed})
+        );
+    } else {
+        println!(
+            "{}: put {written} of {total} records in {elapsed:.2} s",
+            args.stream
+        );
+    }
+    Ok(())
+}
+
+/// Writes through the client's producer; the number of records written.
+async fn put_grpc(
+    args: &PutArgs,
+    records: Vec<Pending>,
+    bar: &ProgressBar,
+) -> anyhow::Result<usize> {
+    let total = records.len();
+    let client = args.node.node.client().await?;
+    let producer = client
+        .producer(
+            &args.stream,
+            ProducerConfig {
+                max_attempts: MAX_ATTEMPTS,
+                ..ProducerConfig::default()
+            },
+        )
+        .await?;
     // Outcomes are awaited in order beside the sending (which waits while the producer's
     // buffer is full): the first failure is reported with its line.
     let (outcomes, mut pending) = tokio::sync::mpsc::unbounded_channel::<(usize, Delivery)>();
@@ -138,17 +181,5 @@ async fn put(args: PutArgs) -> anyhow::Result<()> {
             "{written} of {total} records written; line {line} and maybe others were not: {error}"
         );
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    if args.output == "json" {
-        println!(
-            "{}",
-            json!({"StreamName": args.stream, "Records": written, "Seconds": elapsed})
-        );
-    } else {
-        println!(
-            "{}: put {written} of {total} records in {elapsed:.2} s",
-            args.stream
-        );
-    }
-    Ok(())
+    Ok(written)
 }

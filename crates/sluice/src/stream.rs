@@ -1,7 +1,10 @@
-//! `sluice stream …`: stream administration over the native gRPC API, with human tables
-//! by default and `--output json` for scripts.
+//! `sluice stream …`: stream administration over the native gRPC API (or the Kinesis JSON
+//! API with `--kinesis-endpoint`), with human tables by default and `--output json` for
+//! scripts.
 
 use crate::grpc::{self, status_error};
+use crate::json_api;
+use crate::kinesis::Kinesis;
 use anyhow::Context;
 use serde_json::json;
 use sluice_proto::v1 as pb;
@@ -111,7 +114,7 @@ pub struct AutoscaleArgs {
 #[derive(clap::Args)]
 pub struct Common {
     #[command(flatten)]
-    node: grpc::Target,
+    node: json_api::ApiTarget,
     /// Print JSON instead of text.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     output: String,
@@ -122,9 +125,148 @@ impl Common {
         self.output == "json"
     }
 
-    async fn client(&self) -> anyhow::Result<StreamsClient<grpc::Signed>> {
-        let (channel, signer) = self.node.connect().await?;
-        Ok(StreamsClient::with_interceptor(channel, signer))
+    async fn api(&self) -> anyhow::Result<Api> {
+        if let Some(kinesis) = self.node.kinesis()? {
+            return Ok(Api::Json(kinesis));
+        }
+        let (channel, signer) = self.node.node.connect().await?;
+        Ok(Api::Grpc(StreamsClient::with_interceptor(channel, signer)))
+    }
+}
+
+/// The API a command goes through.
+#[allow(clippy::large_enum_variant)] // one value per command
+enum Api {
+    Grpc(StreamsClient<grpc::Signed>),
+    Json(Kinesis),
+}
+
+impl Api {
+    async fn create(
+        &mut self,
+        stream: &str,
+        shards: u32,
+        on_demand: bool,
+        tags: HashMap<String, String>,
+    ) -> anyhow::Result<()> {
+        match self {
+            Api::Json(kinesis) => {
+                json_api::create_stream(kinesis, stream, shards, on_demand, tags).await
+            }
+            Api::Grpc(client) => client
+                .create_stream(pb::CreateStreamRequest {
+                    stream_name: stream.to_owned(),
+                    shard_count: if on_demand { 0 } else { shards },
+                    on_demand,
+                    tags,
+                })
+                .await
+                .map(drop)
+                .map_err(status_error),
+        }
+    }
+
+    async fn delete(&mut self, stream: &str, force: bool) -> anyhow::Result<()> {
+        match self {
+            Api::Json(kinesis) => json_api::delete_stream(kinesis, stream, force).await,
+            Api::Grpc(client) => client
+                .delete_stream(pb::DeleteStreamRequest {
+                    stream_name: stream.to_owned(),
+                    enforce_consumer_deletion: force,
+                })
+                .await
+                .map(drop)
+                .map_err(status_error),
+        }
+    }
+
+    async fn split(&mut self, stream: &str, shard: &str, at: &str) -> anyhow::Result<()> {
+        match self {
+            Api::Json(kinesis) => json_api::split_shard(kinesis, stream, shard, at).await,
+            Api::Grpc(client) => client
+                .split_shard(pb::SplitShardRequest {
+                    stream_name: stream.to_owned(),
+                    shard_id: shard.to_owned(),
+                    new_starting_hash_key: at.to_owned(),
+                })
+                .await
+                .map(drop)
+                .map_err(status_error),
+        }
+    }
+
+    async fn merge(&mut self, stream: &str, shard: &str, adjacent: &str) -> anyhow::Result<()> {
+        match self {
+            Api::Json(kinesis) => json_api::merge_shards(kinesis, stream, shard, adjacent).await,
+            Api::Grpc(client) => client
+                .merge_shards(pb::MergeShardsRequest {
+                    stream_name: stream.to_owned(),
+                    shard_id: shard.to_owned(),
+                    adjacent_shard_id: adjacent.to_owned(),
+                })
+                .await
+                .map(drop)
+                .map_err(status_error),
+        }
+    }
+
+    async fn scale(
+        &mut self,
+        stream: &str,
+        shards: u32,
+    ) -> anyhow::Result<pb::UpdateShardCountResponse> {
+        match self {
+            Api::Json(kinesis) => json_api::update_shard_count(kinesis, stream, shards).await,
+            Api::Grpc(client) => client
+                .update_shard_count(pb::UpdateShardCountRequest {
+                    stream_name: stream.to_owned(),
+                    target_shard_count: shards,
+                })
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(status_error),
+        }
+    }
+
+    async fn list(&mut self) -> anyhow::Result<Vec<pb::StreamSummary>> {
+        let client = match self {
+            Api::Json(kinesis) => return json_api::list_streams(kinesis).await,
+            Api::Grpc(client) => client,
+        };
+        let mut streams = Vec::new();
+        loop {
+            let page = client
+                .list_streams(pb::ListStreamsRequest {
+                    exclusive_start_stream_name: streams
+                        .last()
+                        .map(|s: &pb::StreamSummary| s.stream_name.clone())
+                        .unwrap_or_default(),
+                    limit: 100,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let more = page.has_more_streams && !page.streams.is_empty();
+            streams.extend(page.streams);
+            if !more {
+                return Ok(streams);
+            }
+        }
+    }
+
+    async fn describe(&mut self, stream: &str) -> anyhow::Result<pb::StreamDescription> {
+        match self {
+            Api::Json(kinesis) => json_api::describe_stream(kinesis, stream).await,
+            Api::Grpc(client) => client
+                .describe_stream(pb::DescribeStreamRequest {
+                    stream_name: stream.to_owned(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .stream
+                .context("the node answered without a stream description"),
+        }
     }
 }
 
@@ -145,17 +287,9 @@ pub fn run(command: StreamCommand) -> anyhow::Result<()> {
                 tags,
                 common,
             } => {
-                common
-                    .client()
-                    .await?
-                    .create_stream(pb::CreateStreamRequest {
-                        stream_name: stream.clone(),
-                        shard_count: if on_demand { 0 } else { shards },
-                        on_demand,
-                        tags: tags.into_iter().collect::<HashMap<_, _>>(),
-                    })
-                    .await
-                    .map_err(status_error)?;
+                let tags = tags.into_iter().collect();
+                let mut api = common.api().await?;
+                api.create(&stream, shards, on_demand, tags).await?;
                 done(&common, &stream, "created")
             }
             StreamCommand::List { common } => list(common).await,
@@ -165,15 +299,7 @@ pub fn run(command: StreamCommand) -> anyhow::Result<()> {
                 force,
                 common,
             } => {
-                common
-                    .client()
-                    .await?
-                    .delete_stream(pb::DeleteStreamRequest {
-                        stream_name: stream.clone(),
-                        enforce_consumer_deletion: force,
-                    })
-                    .await
-                    .map_err(status_error)?;
+                common.api().await?.delete(&stream, force).await?;
                 done(&common, &stream, "deleting")
             }
             StreamCommand::Split {
@@ -188,16 +314,9 @@ pub fn run(command: StreamCommand) -> anyhow::Result<()> {
                 adjacent,
                 common,
             } => {
-                common
-                    .client()
-                    .await?
-                    .merge_shards(pb::MergeShardsRequest {
-                        stream_name: stream.clone(),
-                        shard_id: shard_id(&shard),
-                        adjacent_shard_id: shard_id(&adjacent),
-                    })
-                    .await
-                    .map_err(status_error)?;
+                let mut api = common.api().await?;
+                api.merge(&stream, &shard_id(&shard), &shard_id(&adjacent))
+                    .await?;
                 done(&common, &stream, "merging")
             }
             StreamCommand::Scale {
@@ -205,16 +324,7 @@ pub fn run(command: StreamCommand) -> anyhow::Result<()> {
                 shards,
                 common,
             } => {
-                let answer = common
-                    .client()
-                    .await?
-                    .update_shard_count(pb::UpdateShardCountRequest {
-                        stream_name: stream.clone(),
-                        target_shard_count: shards,
-                    })
-                    .await
-                    .map_err(status_error)?
-                    .into_inner();
+                let answer = common.api().await?.scale(&stream, shards).await?;
                 if common.json() {
                     println!(
                         "{}",
@@ -254,26 +364,7 @@ fn done(common: &Common, stream: &str, status: &str) -> anyhow::Result<()> {
 }
 
 async fn list(common: Common) -> anyhow::Result<()> {
-    let mut client = common.client().await?;
-    let mut streams = Vec::new();
-    loop {
-        let page = client
-            .list_streams(pb::ListStreamsRequest {
-                exclusive_start_stream_name: streams
-                    .last()
-                    .map(|s: &pb::StreamSummary| s.stream_name.clone())
-                    .unwrap_or_default(),
-                limit: 100,
-            })
-            .await
-            .map_err(status_error)?
-            .into_inner();
-        let more = page.has_more_streams && !page.streams.is_empty();
-        streams.extend(page.streams);
-        if !more {
-            break;
-        }
-    }
+    let streams = common.api().await?.list().await?;
     if common.json() {
         let items: Vec<_> = streams
             .iter()
@@ -298,17 +389,7 @@ async fn list(common: Common) -> anyhow::Result<()> {
 }
 
 async fn describe_stream(common: &Common, stream: &str) -> anyhow::Result<pb::StreamDescription> {
-    common
-        .client()
-        .await?
-        .describe_stream(pb::DescribeStreamRequest {
-            stream_name: stream.to_owned(),
-        })
-        .await
-        .map_err(status_error)?
-        .into_inner()
-        .stream
-        .context("the node answered without a stream description")
+    common.api().await?.describe(stream).await
 }
 
 async fn describe(stream: &str, common: Common) -> anyhow::Result<()> {
@@ -407,16 +488,7 @@ async fn split(
             (start + (end - start) / 2 + 1).to_string()
         }
     };
-    common
-        .client()
-        .await?
-        .split_shard(pb::SplitShardRequest {
-            stream_name: stream.to_owned(),
-            shard_id: shard.clone(),
-            new_starting_hash_key: at.clone(),
-        })
-        .await
-        .map_err(status_error)?;
+    common.api().await?.split(stream, &shard, &at).await?;
     if common.json() {
         println!(
             "{}",

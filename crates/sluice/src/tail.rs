@@ -1,9 +1,10 @@
 //! `sluice tail`: follows every shard of a stream with the client's `Consumer` (gRPC
-//! ReadShard) and prints records as they are committed. A shard's children are read once
+//! ReadShard), or with `--kinesis-endpoint` with GetRecords, and prints records as they
+//! are committed. A shard's children are read once
 //! all of their parents are read to the end, so records of a partition key come out in
 //! order across splits and merges.
 
-use crate::grpc;
+use crate::json_api::{self, JsonConsumer};
 use anyhow::Context;
 use base64::Engine;
 use serde_json::json;
@@ -52,7 +53,7 @@ pub struct TailArgs {
     #[arg(long)]
     idle_timeout: Option<f64>,
     #[command(flatten)]
-    node: grpc::Target,
+    node: json_api::ApiTarget,
 }
 
 pub fn run(args: TailArgs) -> anyhow::Result<()> {
@@ -60,7 +61,6 @@ pub fn run(args: TailArgs) -> anyhow::Result<()> {
 }
 
 async fn tail(args: TailArgs) -> anyhow::Result<()> {
-    let client = args.node.client().await?;
     let position = match args.from {
         From::TrimHorizon => Position::TrimHorizon,
         From::Latest => Position::Latest,
@@ -70,7 +70,13 @@ async fn tail(args: TailArgs) -> anyhow::Result<()> {
                 .unwrap_or(0),
         ),
     };
-    let mut consumer = client.consumer(&args.stream, position).await?;
+    let mut consumer = match args.node.kinesis()? {
+        Some(kinesis) => Source::Json(JsonConsumer::start(kinesis, &args.stream, position).await?),
+        None => {
+            let client = args.node.node.client().await?;
+            Source::Grpc(Box::new(client.consumer(&args.stream, position).await?))
+        }
+    };
     let mut out = std::io::stdout().lock();
     let mut printed = 0usize;
     let idle = args.idle_timeout.map(Duration::from_secs_f64);
@@ -94,6 +100,21 @@ async fn tail(args: TailArgs) -> anyhow::Result<()> {
         out.flush().context("write standard output")?;
     }
     Ok(())
+}
+
+/// Where `tail` reads from.
+enum Source {
+    Grpc(Box<sluice_client::Consumer>),
+    Json(JsonConsumer),
+}
+
+impl Source {
+    async fn next(&mut self) -> Option<anyhow::Result<sluice_client::ShardRecords>> {
+        match self {
+            Source::Grpc(consumer) => Some(consumer.next().await?.map_err(anyhow::Error::from)),
+            Source::Json(consumer) => consumer.next().await,
+        }
+    }
 }
 
 fn print_record(

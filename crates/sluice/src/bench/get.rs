@@ -1,8 +1,8 @@
 //! The read workload: one reader per shard, GetShardIterator TRIM_HORIZON then GetRecords
 //! loops until every shard is caught up (or closed), or a time limit passes.
 
-use super::client::Kinesis;
 use super::stats::{Progress, Report, Stats};
+use crate::kinesis::Kinesis;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;

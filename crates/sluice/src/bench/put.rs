@@ -1,8 +1,8 @@
 //! The write workloads: PutRecords batches and single PutRecord calls, closed-loop (each
 //! worker sends its next request when the previous one answers) or paced at a target rate.
 
-use super::client::Kinesis;
 use super::stats::{Progress, Report, Stats};
+use crate::kinesis::Kinesis;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;

@@ -30,8 +30,8 @@
 //! `missing` counts, over all consumers, records whose PutRecords entry succeeded but that
 //! the consumer never received.
 
-use super::client::{CallError, Kinesis, error_chain};
 use super::stats::{Progress, Report, Stats, ms, round3};
+use crate::kinesis::{CallError, Kinesis, error_chain};
 use anyhow::{Context, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;

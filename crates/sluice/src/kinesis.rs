@@ -1,5 +1,7 @@
-//! A minimal Kinesis JSON 1.1 client over hyper: one POST per operation, responses as raw
-//! bytes, errors classified into timeouts, transport failures and API errors.
+//! A minimal Kinesis JSON 1.1 client over hyper (HTTP or HTTPS with rustls): one POST per
+//! operation, responses as raw bytes, errors classified into timeouts, transport failures
+//! and API errors. `sluice bench` drives load with it; the CLI's `--kinesis-endpoint` uses
+//! it for every command it offers over the JSON API.
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -7,11 +9,14 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Uri};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{Instant, sleep};
 
@@ -106,7 +111,7 @@ impl Credentials {
 /// A cloneable handle on a pool of connections to one endpoint.
 #[derive(Clone)]
 pub struct Kinesis {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     uri: Uri,
     /// `host:port`, as signed.
     host: String,
@@ -115,29 +120,43 @@ pub struct Kinesis {
 }
 
 impl Kinesis {
-    /// `endpoint` is `http://host:port` (a path, if any, is ignored). With `http2`, one
-    /// h2c (prior knowledge) connection carries every request; otherwise HTTP/1.1 keep-alive
-    /// connections are pooled, one per concurrent caller up to `pool`.
-    pub fn new(endpoint: &str, http2: bool, pool: usize) -> anyhow::Result<Self> {
+    /// `endpoint` is `http://host:port` or `https://host[:port]` (a path, if any, is
+    /// ignored). With `http2`, one h2c (prior knowledge) connection carries every request
+    /// (over TLS, HTTP/2 when the server offers it); otherwise HTTP/1.1 keep-alive
+    /// connections are pooled, one per concurrent caller up to `pool`. HTTPS trusts the
+    /// system roots and the PEM certificates in `ca_bundle`.
+    pub fn new(
+        endpoint: &str,
+        http2: bool,
+        pool: usize,
+        ca_bundle: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let parsed: Uri = endpoint
             .parse()
             .with_context(|| format!("parse endpoint {endpoint:?}"))?;
-        match parsed.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                bail!("https endpoints are not supported; use a plain http:// endpoint")
-            }
-            _ => bail!("endpoint {endpoint:?} must look like http://host:port"),
-        }
+        let scheme = match parsed.scheme_str() {
+            Some(scheme @ ("http" | "https")) => scheme.to_owned(),
+            _ => bail!("endpoint {endpoint:?} must look like http://host:port or https://host"),
+        };
         let Some(authority) = parsed.authority() else {
             bail!("endpoint {endpoint:?} has no host");
         };
-        let uri: Uri = format!("http://{authority}/")
+        let uri: Uri = format!("{scheme}://{authority}/")
             .parse()
             .context("build request URI")?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(10)));
+        connector.enforce_http(false);
+        let tls = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(ca_bundle)?)
+            .https_or_http()
+            .enable_http1();
+        let connector = if http2 {
+            tls.enable_http2().wrap_connector(connector)
+        } else {
+            tls.wrap_connector(connector)
+        };
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_max_idle_per_host(pool.max(1))
@@ -369,6 +388,34 @@ impl Kinesis {
                 CallError::BadResponse("GetShardIterator returned no ShardIterator".into())
             })
     }
+}
+
+/// rustls trusting the system's roots and the PEM certificates of `ca_bundle`.
+fn tls_config(ca_bundle: Option<&Path>) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    // Unreadable system certificates are skipped, as browsers do; the bundle must be whole.
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(path) = ca_bundle {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .with_context(|| format!("read CA bundle {}", path.display()))?;
+        for cert in certs {
+            roots
+                .add(cert)
+                .with_context(|| format!("use CA bundle {}", path.display()))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS protocol versions")?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(config)
 }
 
 /// Reads `{"__type": "...#Kind", "message": "..."}` (the Kinesis JSON error shape).
