@@ -9,6 +9,8 @@ pub mod sigv4;
 mod time;
 pub mod token;
 
+pub use time::format_amz_date;
+
 /// A fresh access key id (`AKIA` + 16 characters, as AWS shapes them) and a 40-character
 /// secret, both from the system's secure random source.
 pub fn new_access_key() -> (String, String) {

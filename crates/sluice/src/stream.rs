@@ -346,6 +346,11 @@ pub fn run(command: StreamCommand) -> anyhow::Result<()> {
     })
 }
 
+/// A field a server did not give (older Kinesis-compatible servers lack some) as `-`.
+fn or_dash(text: &str) -> &str {
+    if text.is_empty() { "-" } else { text }
+}
+
 /// `shardId-000000000003` for `3`; other text unchanged.
 fn shard_id(text: &str) -> String {
     match text.parse::<u32>() {
@@ -383,7 +388,12 @@ async fn list(common: Common) -> anyhow::Result<()> {
     }
     println!("{:<32} {:<10} {:<12}", "STREAM", "STATUS", "MODE");
     for s in streams {
-        println!("{:<32} {:<10} {:<12}", s.stream_name, s.status, s.mode);
+        println!(
+            "{:<32} {:<10} {:<12}",
+            s.stream_name,
+            or_dash(&s.status),
+            or_dash(&s.mode)
+        );
     }
     Ok(())
 }
@@ -432,8 +442,8 @@ async fn describe(stream: &str, common: Common) -> anyhow::Result<()> {
     }
     println!("stream     {}", description.stream_name);
     println!("arn        {}", description.stream_arn);
-    println!("status     {}", description.status);
-    println!("mode       {}", description.mode);
+    println!("status     {}", or_dash(&description.status));
+    println!("mode       {}", or_dash(&description.mode));
     println!("retention  {} h", description.retention_hours);
     println!("open       {} shards", description.open_shard_count);
     println!();
