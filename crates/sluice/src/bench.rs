@@ -171,7 +171,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
     /// Target requests/s for write workloads (paced; latency measured from the scheduled
-    /// send time); records/s for subscribe [default there: 5000].
+    /// send time); records/s for grpc-produce and subscribe [default there: unpaced and
+    /// 5000].
     #[arg(long)]
     rate: Option<f64>,
     /// Consumers subscribed to the shard in the subscribe workload (at most 20).
