@@ -181,12 +181,22 @@ async fn new_user_walkthrough(node: &Node, endpoint: &[String]) {
     check_order_per_key(&records);
 
     // Split a shard, write again: the tail reads the parent to its end, then its children.
-    let split = sluice_ok(endpoint, &["stream", "split", "clicks", "0"]).await;
+    let split = sluice_ok(endpoint, &["stream", "split", "clicks", "0", "--wait"]).await;
     assert!(
         split.starts_with("clicks: splitting shardId-000000000000 at "),
         "{split}"
     );
-    crate::wait_active(&node.client(), "clicks").await;
+    // --wait answered once the split was done.
+    let described: serde_json::Value = serde_json::from_str(
+        &sluice_ok(
+            endpoint,
+            &["stream", "describe", "clicks", "--output", "json"],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(described["StreamStatus"], "ACTIVE");
+    assert_eq!(described["OpenShardCount"], 3);
     let more = dir.path().join("more.jsonl");
     let lines: Vec<String> = (200..300)
         .map(|i| format!(r#"{{"user":"u{}","n":{i}}}"#, i % 7))
@@ -255,7 +265,11 @@ async fn new_user_walkthrough(node: &Node, endpoint: &[String]) {
     .unwrap();
     assert_eq!(described["OpenShardCount"], 4);
     assert_eq!(described["Shards"].as_array().map(Vec::len), Some(6));
-    sluice_ok(endpoint, &["stream", "delete", "clicks"]).await;
+    // --wait answers once the stream is gone.
+    let deleted = sluice_ok(endpoint, &["stream", "delete", "clicks", "--wait"]).await;
+    assert_eq!(deleted.trim(), "clicks: deleted");
+    let listed = sluice_ok(endpoint, &["stream", "list", "--output", "json"]).await;
+    assert_eq!(listed.trim(), "[]");
 
     let mut args: Vec<String> = ["stream", "describe", "clicks-nope"]
         .iter()

@@ -188,7 +188,8 @@ fn shard(value: &Value) -> pb::ShardDescription {
     }
 }
 
-/// DescribeStreamSummary, the shards from ListShards (not while CREATING) and the tags.
+/// DescribeStreamSummary, the shards from ListShards (not while CREATING or DELETING, when
+/// ListShards refuses) and the tags.
 pub async fn describe_stream(
     kinesis: &Kinesis,
     stream: &str,
@@ -201,7 +202,7 @@ pub async fn describe_stream(
     .await?;
     let summary = &answer["StreamDescriptionSummary"];
     let status = text(&summary["StreamStatus"]);
-    let shards = if status == "CREATING" {
+    let shards = if status == "CREATING" || status == "DELETING" {
         Vec::new()
     } else {
         list_shards(kinesis, stream).await?

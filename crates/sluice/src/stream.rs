@@ -118,6 +118,10 @@ pub struct Common {
     /// Print JSON instead of text.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     output: String,
+    /// After a change (create, delete, split, merge, scale), wait until the stream is
+    /// ACTIVE again (gone, after delete) before answering.
+    #[arg(long)]
+    wait: bool,
 }
 
 impl Common {
@@ -290,6 +294,7 @@ pub fn run(command: StreamCommand) -> anyhow::Result<()> {
                 let tags = tags.into_iter().collect();
                 let mut api = common.api().await?;
                 api.create(&stream, shards, on_demand, tags).await?;
+                settle(&common, &mut api, &stream, false).await?;
                 done(&common, &stream, "created")
             }
             StreamCommand::List { common } => list(common).await,
@@ -299,8 +304,14 @@ pub fn run(command: StreamCommand) -> anyhow::Result<()> {
                 force,
                 common,
             } => {
-                common.api().await?.delete(&stream, force).await?;
-                done(&common, &stream, "deleting")
+                let mut api = common.api().await?;
+                api.delete(&stream, force).await?;
+                settle(&common, &mut api, &stream, true).await?;
+                done(
+                    &common,
+                    &stream,
+                    if common.wait { "deleted" } else { "deleting" },
+                )
             }
             StreamCommand::Split {
                 stream,
@@ -317,14 +328,21 @@ pub fn run(command: StreamCommand) -> anyhow::Result<()> {
                 let mut api = common.api().await?;
                 api.merge(&stream, &shard_id(&shard), &shard_id(&adjacent))
                     .await?;
-                done(&common, &stream, "merging")
+                settle(&common, &mut api, &stream, false).await?;
+                done(
+                    &common,
+                    &stream,
+                    if common.wait { "merged" } else { "merging" },
+                )
             }
             StreamCommand::Scale {
                 stream,
                 shards,
                 common,
             } => {
-                let answer = common.api().await?.scale(&stream, shards).await?;
+                let mut api = common.api().await?;
+                let answer = api.scale(&stream, shards).await?;
+                settle(&common, &mut api, &stream, false).await?;
                 if common.json() {
                     println!(
                         "{}",
@@ -357,6 +375,36 @@ fn shard_id(text: &str) -> String {
         Ok(n) => format!("shardId-{n:012}"),
         Err(_) => text.to_owned(),
     }
+}
+
+/// With `--wait`: polls the stream until it is ACTIVE (or, when `gone`, until it no longer
+/// exists), with a spinner on a terminal; gives up after ten minutes.
+async fn settle(common: &Common, api: &mut Api, stream: &str, gone: bool) -> anyhow::Result<()> {
+    if !common.wait {
+        return Ok(());
+    }
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    loop {
+        let status = match api.describe(stream).await {
+            Ok(description) => description.status,
+            Err(error) if gone && error.to_string().starts_with("ResourceNotFoundException") => {
+                break;
+            }
+            Err(error) => return Err(error),
+        };
+        if status == "ACTIVE" && !gone {
+            break;
+        }
+        spinner.set_message(format!("{stream}: {status}"));
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!("{stream} is still {status} after ten minutes");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    spinner.finish_and_clear();
+    Ok(())
 }
 
 fn done(common: &Common, stream: &str, status: &str) -> anyhow::Result<()> {
@@ -498,7 +546,9 @@ async fn split(
             (start + (end - start) / 2 + 1).to_string()
         }
     };
-    common.api().await?.split(stream, &shard, &at).await?;
+    let mut api = common.api().await?;
+    api.split(stream, &shard, &at).await?;
+    settle(&common, &mut api, stream, false).await?;
     if common.json() {
         println!(
             "{}",
