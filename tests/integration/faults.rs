@@ -378,10 +378,13 @@ async fn create_stream(cluster: &Cluster) -> Vec<String> {
 }
 
 /// Reads every shard of the stream from one node, from TRIM_HORIZON to the end.
-async fn read_stream(client: &Client) -> Result<Vec<(String, Vec<ReadRecord>)>, String> {
+async fn read_stream(
+    client: &Client,
+    stream: &str,
+) -> Result<Vec<(String, Vec<ReadRecord>)>, String> {
     let listed = tokio::time::timeout(
         CALL_TIMEOUT,
-        client.list_shards().stream_name(STREAM).send(),
+        client.list_shards().stream_name(stream).send(),
     )
     .await
     .map_err(|_| "ListShards timed out".to_owned())?
@@ -393,7 +396,7 @@ async fn read_stream(client: &Client) -> Result<Vec<(String, Vec<ReadRecord>)>, 
     })?;
     let mut shards = Vec::new();
     for shard in listed.shards() {
-        let records = read_shard(client, shard.shard_id()).await?;
+        let records = read_shard(client, stream, shard.shard_id()).await?;
         shards.push((shard.shard_id().to_owned(), records));
     }
     shards.sort_by(|a, b| a.0.cmp(&b.0));
@@ -401,12 +404,12 @@ async fn read_stream(client: &Client) -> Result<Vec<(String, Vec<ReadRecord>)>, 
 }
 
 /// GetRecords pages until an empty page that is not behind the latest record.
-async fn read_shard(client: &Client, shard: &str) -> Result<Vec<ReadRecord>, String> {
+async fn read_shard(client: &Client, stream: &str, shard: &str) -> Result<Vec<ReadRecord>, String> {
     let iterator = tokio::time::timeout(
         CALL_TIMEOUT,
         client
             .get_shard_iterator()
-            .stream_name(STREAM)
+            .stream_name(stream)
             .shard_id(shard)
             .shard_iterator_type(ShardIteratorType::TrimHorizon)
             .send(),
@@ -455,14 +458,14 @@ async fn read_shard(client: &Client, shard: &str) -> Result<Vec<ReadRecord>, Str
 
 /// Reads the whole stream from every node until every node returns the same records (or
 /// `CONVERGE_TIMEOUT` passes: the checker then reports how they differ).
-async fn read_every_node(cluster: &Cluster) -> Vec<NodeRead> {
+pub(crate) async fn read_every_node(cluster: &Cluster, stream: &str) -> Vec<NodeRead> {
     let deadline = Instant::now() + CONVERGE_TIMEOUT;
     let started = Instant::now();
     loop {
         let mut reads = Vec::new();
         let mut errors = Vec::new();
         for node in cluster.nodes() {
-            match read_stream(&cluster.client(node.index)).await {
+            match read_stream(&cluster.client(node.index), stream).await {
                 Ok(shards) => reads.push((node.node_id, shards)),
                 Err(error) => errors.push(format!("node {}: {error}", node.node_id)),
             }
@@ -501,7 +504,7 @@ async fn read_every_node(cluster: &Cluster) -> Vec<NodeRead> {
 async fn stop_and_check(load: Load, cluster: &Cluster) {
     let attempts = load.stop().await;
     eprintln!("writes: {}", tally(&attempts));
-    let reads = read_every_node(cluster).await;
+    let reads = read_every_node(cluster, STREAM).await;
     let writes: Vec<Write> = attempts.iter().map(|a| a.write.clone()).collect();
     let report = check(&writes, &reads);
     eprintln!("checker: {:?}", report.summary);

@@ -13,6 +13,7 @@ mod faults;
 mod grpc;
 mod liveness;
 mod metrics;
+mod producer_faults;
 mod protocol;
 mod rebalance;
 mod records;
