@@ -92,6 +92,16 @@ async fn sluice_ok(target: &[String], args: &[&str]) -> String {
     String::from_utf8(output.stdout).expect("utf-8 output")
 }
 
+/// `sluice stream describe STREAM --output json`, parsed.
+async fn describe_json(endpoint: &[String], stream: &str) -> serde_json::Value {
+    let out = sluice_ok(
+        endpoint,
+        &["stream", "describe", stream, "--output", "json"],
+    )
+    .await;
+    serde_json::from_str(&out).expect("describe prints JSON")
+}
+
 async fn tail_json(endpoint: &[String], stream: &str, count: usize) -> Vec<serde_json::Value> {
     let count = count.to_string();
     let out = sluice_ok(
@@ -151,14 +161,7 @@ async fn new_user_walkthrough(node: &Node, endpoint: &[String]) {
         serde_json::from_str(&sluice_ok(endpoint, &["stream", "list", "--output", "json"]).await)
             .unwrap();
     assert_eq!(listed[0]["StreamName"], "clicks");
-    let described: serde_json::Value = serde_json::from_str(
-        &sluice_ok(
-            endpoint,
-            &["stream", "describe", "clicks", "--output", "json"],
-        )
-        .await,
-    )
-    .unwrap();
+    let described = describe_json(endpoint, "clicks").await;
     assert_eq!(described["OpenShardCount"], 2);
     assert_eq!(described["Tags"]["team"], "web");
 
@@ -187,14 +190,7 @@ async fn new_user_walkthrough(node: &Node, endpoint: &[String]) {
         "{split}"
     );
     // --wait answered once the split was done.
-    let described: serde_json::Value = serde_json::from_str(
-        &sluice_ok(
-            endpoint,
-            &["stream", "describe", "clicks", "--output", "json"],
-        )
-        .await,
-    )
-    .unwrap();
+    let described = describe_json(endpoint, "clicks").await;
     assert_eq!(described["StreamStatus"], "ACTIVE");
     assert_eq!(described["OpenShardCount"], 3);
     let more = dir.path().join("more.jsonl");
@@ -255,14 +251,7 @@ async fn new_user_walkthrough(node: &Node, endpoint: &[String]) {
     let records = tail_json(endpoint, "clicks", 400).await;
     assert_eq!(records.len(), 400);
     check_order_per_key(&records);
-    let described: serde_json::Value = serde_json::from_str(
-        &sluice_ok(
-            endpoint,
-            &["stream", "describe", "clicks", "--output", "json"],
-        )
-        .await,
-    )
-    .unwrap();
+    let described = describe_json(endpoint, "clicks").await;
     assert_eq!(described["OpenShardCount"], 4);
     assert_eq!(described["Shards"].as_array().map(Vec::len), Some(6));
     // --wait answers once the stream is gone.
