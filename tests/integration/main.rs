@@ -13,7 +13,7 @@ mod faults;
 mod grpc;
 mod liveness;
 mod metrics;
-mod producer_faults;
+mod produce_faults;
 mod protocol;
 mod rebalance;
 mod records;
