@@ -113,6 +113,64 @@ async fn a_producer_writes_every_record_in_order_per_key() {
     assert!(producer.send("k", vec![0u8; 1 << 20]).await.is_err());
 }
 
+/// Many keys, a few of them hot, in small batches with several in flight per node: each
+/// hot key's records come out in send order, and every record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_keeps_hot_keys_in_order_among_many_keys() {
+    let node = Node::start().await;
+    let client = Client::connect(ClientConfig::new(format!("http://{}", node.grpc_addr)))
+        .await
+        .unwrap();
+    client.create_stream("hot-keys", 2).await.unwrap();
+    let producer = client
+        .producer(
+            "hot-keys",
+            ProducerConfig {
+                batch_max_records: 50,
+                max_in_flight: 8,
+                ..ProducerConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut sent = Vec::new();
+    for i in 0..20_000usize {
+        // One record in 100 has one of three hot keys, numbered per key.
+        let (key, data) = if i % 100 == 0 {
+            let key = format!("hot-{}", (i / 100) % 3);
+            let data = format!("{key}:{:06}", i / 300);
+            (key, data)
+        } else {
+            (format!("u{i}"), format!("u{i}:000000"))
+        };
+        let delivery = producer.send(key, data.clone().into_bytes()).await.unwrap();
+        sent.push((data, delivery));
+    }
+    producer.flush().await.unwrap();
+    let mut acked = Vec::new();
+    let mut hot: BTreeMap<String, Vec<(usize, String)>> = BTreeMap::new();
+    for (data, delivery) in sent {
+        let ack = delivery.await.unwrap();
+        if data.starts_with("hot-") {
+            let key = data.split_once(':').unwrap().0.to_owned();
+            hot.entry(key)
+                .or_default()
+                .push(seq_key(&ack.sequence_number));
+        }
+        acked.push(data);
+    }
+    assert_eq!(hot.values().map(Vec::len).sum::<usize>(), 200);
+    for (key, sequences) in &hot {
+        assert!(
+            sequences.windows(2).all(|w| w[0] < w[1]),
+            "{key}: {sequences:?}"
+        );
+    }
+    let read = read_stream(&node, "hot-keys").await;
+    assert_eq!(read.len(), 20_000, "each record written once");
+    check_per_key_order(&read, &acked);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_producer_routes_to_leaders_and_survives_a_leader_change() {
     let options = |join: Option<&Node>| NodeOptions {
