@@ -15,7 +15,7 @@ pub use config::{
     AdminKey, AuthMode, ClusterConfig, Config, ConfigError, LogFormat, RawConfig, TlsFiles,
     split_list,
 };
-pub use tls::TlsError;
+pub use tls::{TlsError, error_chain};
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;

@@ -381,8 +381,9 @@ async fn read_ca(
     Ok(roots)
 }
 
-/// An error and its causes on one line, for log fields.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+/// An error and its causes on one line, for log fields and one-line reports (hyper's own
+/// message is often just "client error").
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -43,13 +43,16 @@ impl Target {
     }
 }
 
-/// One line naming the Kinesis error type and the server's message.
-pub fn status_error(status: tonic::Status) -> anyhow::Error {
-    let kind = status
+/// The Kinesis error type a node named in its answer.
+pub fn error_kind(status: &tonic::Status) -> Option<&str> {
+    status
         .metadata()
         .get("x-sluice-error-type")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("error")
-        .to_owned();
+}
+
+/// One line naming the Kinesis error type and the server's message.
+pub fn status_error(status: tonic::Status) -> anyhow::Error {
+    let kind = error_kind(&status).unwrap_or("error");
     anyhow::anyhow!("{kind}: {}", status.message())
 }

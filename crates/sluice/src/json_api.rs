@@ -188,6 +188,18 @@ fn shard(value: &Value) -> pb::ShardDescription {
     }
 }
 
+/// The stream's status from DescribeStreamSummary; `None` when it does not exist.
+pub async fn stream_status(kinesis: &Kinesis, stream: &str) -> anyhow::Result<Option<String>> {
+    let input = json!({ "StreamName": stream });
+    match kinesis.call_json("DescribeStreamSummary", &input).await {
+        Ok(answer) => Ok(Some(text(
+            &answer["StreamDescriptionSummary"]["StreamStatus"],
+        ))),
+        Err(error) if error.api_kind() == Some("ResourceNotFoundException") => Ok(None),
+        Err(error) => Err(failed("DescribeStreamSummary", error)),
+    }
+}
+
 /// DescribeStreamSummary, the shards from ListShards (not while CREATING or DELETING, when
 /// ListShards refuses) and the tags.
 pub async fn describe_stream(
@@ -237,7 +249,7 @@ const MAX_BATCH_RECORDS: usize = 500;
 /// Bytes (data and partition keys) PutRecords takes in one call.
 const MAX_BATCH_BYTES: usize = 5 << 20;
 
-/// One record for [`put_records`].
+/// One record to write (a line of `sluice put`'s input).
 pub struct Outgoing {
     pub partition_key: String,
     pub data: Vec<u8>,
@@ -259,7 +271,7 @@ pub async fn put_records(
     let mut waiting: std::collections::VecDeque<(usize, u32)> =
         (0..records.len()).map(|index| (index, 0)).collect();
     let mut written = 0usize;
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50));
     while !waiting.is_empty() {
         let mut batch = Vec::new();
         let mut bytes = 0;
@@ -284,79 +296,90 @@ pub async fn put_records(
             })
             .collect();
         let input = json!({ "StreamName": stream, "Records": entries });
-        let answer = match kinesis.call_json("PutRecords", &input).await {
-            Ok(answer) => answer,
-            Err(error) => {
-                // A throttled or failed call wrote nothing it acknowledged; an error
-                // without an answer (timeout, lost connection) may have written some:
-                // sending them again may duplicate, never lose.
-                let retry = matches!(
-                    error.api_kind(),
-                    Some(
-                        "ProvisionedThroughputExceededException"
-                            | "LimitExceededException"
-                            | "ThrottlingException"
-                            | "InternalFailure"
-                            | "ServiceUnavailable"
-                    )
-                ) || error.api_kind().is_none();
-                let first = batch[0].0;
-                let exhausted = batch
-                    .iter()
-                    .any(|&(_, attempts)| attempts + 1 >= max_attempts);
-                if !retry || exhausted {
+        // The records to send again, and why they were not written.
+        let (refused, reason) = match kinesis.call_json("PutRecords", &input).await {
+            Ok(answer) => {
+                let results = answer["Records"].as_array().map_or(&[][..], Vec::as_slice);
+                if results.len() != batch.len() {
                     bail!(
-                        "{written} of {} records written; line {} and maybe others were not: {}",
-                        records.len(),
-                        first + 1,
-                        failed("PutRecords", error)
+                        "PutRecords answered {} results for {} records",
+                        results.len(),
+                        batch.len()
                     );
                 }
-                for &(index, attempts) in batch.iter().rev() {
-                    waiting.push_front((index, attempts + 1));
+                let mut refused = Vec::new();
+                let mut reason = String::new();
+                for (&entry, result) in batch.iter().zip(results) {
+                    if result["SequenceNumber"].is_string() {
+                        written += 1;
+                    } else {
+                        if refused.is_empty() {
+                            reason = format!(
+                                "{}: {}",
+                                text(&result["ErrorCode"]),
+                                text(&result["ErrorMessage"])
+                            );
+                        }
+                        refused.push(entry);
+                    }
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-                continue;
+                (refused, reason)
             }
+            // A throttled or failed call wrote nothing it acknowledged; an error without an
+            // answer (timeout, lost connection) may have written some: sending them again
+            // may duplicate, never lose.
+            Err(error) if retryable(&error) => {
+                (batch.clone(), failed("PutRecords", error).to_string())
+            }
+            Err(error) => bail!(
+                "{written} of {} records written; line {} and maybe others were not: {}",
+                records.len(),
+                batch[0].0 + 1,
+                failed("PutRecords", error)
+            ),
         };
-        let results = answer["Records"].as_array().cloned().unwrap_or_default();
-        if results.len() != batch.len() {
-            bail!(
-                "PutRecords answered {} results for {} records",
-                results.len(),
-                batch.len()
-            );
-        }
-        let mut refused = Vec::new();
-        for (&(index, attempts), result) in batch.iter().zip(&results) {
-            if result["SequenceNumber"].is_string() {
-                written += 1;
-                continue;
-            }
-            if attempts + 1 >= max_attempts {
-                bail!(
-                    "{written} of {} records written; line {} and maybe others were not: {}: {}",
-                    records.len(),
-                    index + 1,
-                    text(&result["ErrorCode"]),
-                    text(&result["ErrorMessage"]),
-                );
-            }
-            refused.push((index, attempts + 1));
-        }
         progress((batch.len() - refused.len()) as u64);
         if refused.is_empty() {
-            backoff = Duration::from_millis(50);
-        } else {
-            for entry in refused.into_iter().rev() {
-                waiting.push_front(entry);
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+            backoff.reset();
+            continue;
         }
+        if let Some(&(index, _)) = refused
+            .iter()
+            .find(|&&(_, attempts)| attempts + 1 >= max_attempts)
+        {
+            bail!(
+                "{written} of {} records written; line {} and maybe others were not: {reason}",
+                records.len(),
+                index + 1,
+            );
+        }
+        for &(index, attempts) in refused.iter().rev() {
+            waiting.push_front((index, attempts + 1));
+        }
+        backoff.wait().await;
     }
     Ok(())
+}
+
+/// Doubling waits between attempts, at most 2 s.
+struct Backoff {
+    first: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(first: Duration) -> Backoff {
+        Backoff { first, next: first }
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(Duration::from_secs(2));
+    }
+
+    fn reset(&mut self) {
+        self.next = self.first;
+    }
 }
 
 /// Follows every shard of a stream with GetShardIterator and GetRecords, like the client's
@@ -364,7 +387,7 @@ pub async fn put_records(
 /// read to the end.
 pub struct JsonConsumer {
     events: mpsc::Receiver<anyhow::Result<ShardRecords>>,
-    _task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl JsonConsumer {
@@ -386,7 +409,7 @@ impl JsonConsumer {
         let task = tokio::spawn(follower.run(shards));
         Ok(JsonConsumer {
             events: receiver,
-            _task: task,
+            task,
         })
     }
 
@@ -399,7 +422,7 @@ impl JsonConsumer {
 
 impl Drop for JsonConsumer {
     fn drop(&mut self) {
-        self._task.abort();
+        self.task.abort();
     }
 }
 
@@ -509,14 +532,11 @@ struct Reader {
 
 impl Reader {
     async fn iterator(&self, input: Value) -> Result<String, CallError> {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100));
         loop {
             match self.kinesis.call_json("GetShardIterator", &input).await {
                 Ok(answer) => return Ok(text(&answer["ShardIterator"])),
-                Err(e) if throttled(&e) => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
+                Err(e) if throttled(&e) => backoff.wait().await,
                 Err(e) => return Err(e),
             }
         }
@@ -536,15 +556,14 @@ impl Reader {
             Err(error) => return self.fail(error).await,
         };
         let mut last_sequence: Option<String> = None;
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100));
         let engine = &base64::engine::general_purpose::STANDARD;
         loop {
             let input = json!({ "ShardIterator": iterator, "Limit": 10000 });
             let answer = match self.kinesis.call_json("GetRecords", &input).await {
                 Ok(answer) => answer,
                 Err(e) if throttled(&e) => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    backoff.wait().await;
                     continue;
                 }
                 Err(e) if e.api_kind() == Some("ExpiredIteratorException") => {
@@ -567,7 +586,7 @@ impl Reader {
                 }
                 Err(error) => return self.fail(error).await,
             };
-            backoff = Duration::from_millis(100);
+            backoff.reset();
             let mut records = Vec::new();
             for record in answer["Records"].as_array().into_iter().flatten() {
                 let data = match engine.decode(record["Data"].as_str().unwrap_or_default()) {
@@ -612,6 +631,16 @@ impl Reader {
         let _ = self.events.send(Err(error)).await;
         false
     }
+}
+
+/// Errors a PutRecords call is sent again after: throttling, a server failure, or no
+/// answer at all.
+fn retryable(error: &CallError) -> bool {
+    throttled(error)
+        || matches!(
+            error.api_kind(),
+            None | Some("ThrottlingException" | "InternalFailure" | "ServiceUnavailable")
+        )
 }
 
 fn throttled(error: &CallError) -> bool {

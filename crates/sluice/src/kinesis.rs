@@ -14,6 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
+use sluice_server::error_chain;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -229,29 +230,28 @@ impl Kinesis {
             .map_err(|e| CallError::Transport(e.to_string()))
     }
 
+    /// Sends one operation and returns the answer's status and (unread) body.
+    async fn exchange(&self, op: &str, body: Bytes) -> Result<(u16, Incoming), CallError> {
+        let request = self.request(op, body)?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| CallError::Transport(error_chain(&e)))?;
+        Ok((response.status().as_u16(), response.into_body()))
+    }
+
     /// Sends one operation whose 2xx answer is a long-lived stream (SubscribeToShard) and
     /// returns the body as soon as the response headers arrive; only the headers (and an
     /// error body) are subject to [`REQUEST_TIMEOUT`]. The caller reads the body frame by
     /// frame; dropping it closes the stream.
     pub async fn open_stream(&self, op: &str, body: Bytes) -> Result<Incoming, CallError> {
-        let request = self.request(op, body)?;
         let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| CallError::Transport(error_chain(&e)))?;
-            let status = response.status();
-            if status.is_success() {
-                return Ok(response.into_body());
+            let (status, body) = self.exchange(op, body).await?;
+            if (200..300).contains(&status) {
+                return Ok(body);
             }
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| CallError::Transport(error_chain(&e)))?
-                .to_bytes();
-            Err(api_error(status.as_u16(), &body))
+            Err(api_error(status, &read_body(body).await?))
         };
         match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
             Err(_) => Err(CallError::Timeout),
@@ -261,30 +261,18 @@ impl Kinesis {
 
     /// Sends one operation with a pre-encoded JSON body; returns the 2xx response body.
     pub async fn call(&self, op: &str, body: Bytes) -> Result<Bytes, CallError> {
-        let request = self.request(op, body)?;
         let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| CallError::Transport(error_chain(&e)))?;
-            let status = response.status();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| CallError::Transport(error_chain(&e)))?
-                .to_bytes();
-            Ok::<_, CallError>((status, body))
+            let (status, body) = self.exchange(op, body).await?;
+            Ok::<_, CallError>((status, read_body(body).await?))
         };
         let (status, body) = match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
             Err(_) => return Err(CallError::Timeout),
             Ok(result) => result?,
         };
-        if status.is_success() {
+        if (200..300).contains(&status) {
             Ok(body)
         } else {
-            Err(api_error(status.as_u16(), &body))
+            Err(api_error(status, &body))
         }
     }
 
@@ -430,6 +418,14 @@ fn tls_config(ca_bundle: Option<&Path>) -> anyhow::Result<rustls::ClientConfig> 
     Ok(config)
 }
 
+/// A whole answer body.
+async fn read_body(body: Incoming) -> Result<Bytes, CallError> {
+    body.collect()
+        .await
+        .map(|collected| collected.to_bytes())
+        .map_err(|e| CallError::Transport(error_chain(&e)))
+}
+
 /// Reads `{"__type": "...#Kind", "message": "..."}` (the Kinesis JSON error shape).
 fn api_error(status: u16, body: &[u8]) -> CallError {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
@@ -450,16 +446,4 @@ fn api_error(status: u16, body: &[u8]) -> CallError {
         kind,
         message,
     }
-}
-
-/// An error and its sources on one line (hyper's own message is often just "client error").
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

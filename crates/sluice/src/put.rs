@@ -3,7 +3,7 @@
 //! records retried in their order), or with `--kinesis-endpoint` through PutRecords calls,
 //! with a progress bar on a terminal.
 
-use crate::json_api;
+use crate::json_api::{self, Outgoing};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::Rng;
@@ -34,11 +34,6 @@ pub struct PutArgs {
     /// Print JSON instead of text.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     output: String,
-}
-
-struct Pending {
-    partition_key: String,
-    data: Vec<u8>,
 }
 
 pub fn run(args: PutArgs) -> anyhow::Result<()> {
@@ -79,7 +74,7 @@ async fn put(args: PutArgs) -> anyhow::Result<()> {
         if line.len() + key.len() > MAX_RECORD_BYTES {
             bail!("line {number}: record larger than 1 MiB with its partition key");
         }
-        records.push(Pending {
+        records.push(Outgoing {
             partition_key: key,
             data: line.into_bytes(),
         });
@@ -96,13 +91,6 @@ async fn put(args: PutArgs) -> anyhow::Result<()> {
     }
     let written = match args.node.kinesis()? {
         Some(kinesis) => {
-            let records = records
-                .into_iter()
-                .map(|r| json_api::Outgoing {
-                    partition_key: r.partition_key,
-                    data: r.data,
-                })
-                .collect();
             let outcome =
                 json_api::put_records(&kinesis, &args.stream, records, MAX_ATTEMPTS, &|n| {
                     bar.inc(n)
@@ -132,7 +120,7 @@ async fn put(args: PutArgs) -> anyhow::Result<()> {
 /// Writes through the client's producer; the number of records written.
 async fn put_grpc(
     args: &PutArgs,
-    records: Vec<Pending>,
+    records: Vec<Outgoing>,
     bar: &ProgressBar,
 ) -> anyhow::Result<usize> {
     let total = records.len();

@@ -272,6 +272,27 @@ impl Api {
                 .context("the node answered without a stream description"),
         }
     }
+
+    /// The stream's status; `None` when it does not exist.
+    async fn status(&mut self, stream: &str) -> anyhow::Result<Option<String>> {
+        match self {
+            Api::Json(kinesis) => json_api::stream_status(kinesis, stream).await,
+            Api::Grpc(client) => {
+                let request = pb::DescribeStreamRequest {
+                    stream_name: stream.to_owned(),
+                };
+                match client.describe_stream(request).await {
+                    Ok(answer) => Ok(answer.into_inner().stream.map(|s| s.status)),
+                    Err(status)
+                        if grpc::error_kind(&status) == Some("ResourceNotFoundException") =>
+                    {
+                        Ok(None)
+                    }
+                    Err(status) => Err(status_error(status)),
+                }
+            }
+        }
+    }
 }
 
 fn parse_tag(text: &str) -> Result<(String, String), String> {
@@ -387,12 +408,10 @@ async fn settle(common: &Common, api: &mut Api, stream: &str, gone: bool) -> any
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
     loop {
-        let status = match api.describe(stream).await {
-            Ok(description) => description.status,
-            Err(error) if gone && error.to_string().starts_with("ResourceNotFoundException") => {
-                break;
-            }
-            Err(error) => return Err(error),
+        let status = match api.status(stream).await? {
+            Some(status) => status,
+            None if gone => break,
+            None => anyhow::bail!("stream {stream} no longer exists"),
         };
         if status == "ACTIVE" && !gone {
             break;

@@ -12,16 +12,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-/// Requests prepared once and reused round-robin (their payloads are shared `Bytes`).
-fn requests(stream: &str, plan: &PutPlan) -> Vec<pb::PutRecordsRequest> {
+/// 64 random payloads of `size` bytes, reused round-robin by the native write workloads.
+pub(super) fn payloads(size: usize) -> Vec<bytes::Bytes> {
     let mut rng = rand::rng();
-    let payloads: Vec<bytes::Bytes> = (0..64)
+    (0..64)
         .map(|_| {
-            let mut data = vec![0u8; plan.record_size];
+            let mut data = vec![0u8; size];
             rng.fill_bytes(&mut data);
             data.into()
         })
-        .collect();
+        .collect()
+}
+
+/// Requests prepared once and reused round-robin (their payloads are shared `Bytes`).
+fn requests(stream: &str, plan: &PutPlan) -> Vec<pb::PutRecordsRequest> {
+    let mut rng = rand::rng();
+    let payloads = payloads(plan.record_size);
     (0..16)
         .map(|_| pb::PutRecordsRequest {
             stream_name: stream.to_owned(),

@@ -10,7 +10,7 @@
 
 use super::put::PutPlan;
 use super::stats::{Progress, Report, Stats};
-use rand::{Rng, RngCore};
+use rand::Rng;
 use sluice_client::{Client, ClientConfig, Delivery, ProducerConfig};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,16 +27,7 @@ pub async fn run(
 ) -> anyhow::Result<Report> {
     let client = Client::connect(ClientConfig::new(endpoint)).await?;
     let producer = Arc::new(client.producer(stream, ProducerConfig::default()).await?);
-    let mut rng = rand::rng();
-    let payloads: Arc<Vec<bytes::Bytes>> = Arc::new(
-        (0..64)
-            .map(|_| {
-                let mut data = vec![0u8; plan.record_size];
-                rng.fill_bytes(&mut data);
-                data.into()
-            })
-            .collect(),
-    );
+    let payloads = Arc::new(super::grpc::payloads(plan.record_size));
     let senders = plan.concurrency.max(1);
     let stats = Stats::new(senders);
     let display = Progress::start(&plan.label, &stats, progress);

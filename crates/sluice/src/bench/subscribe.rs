@@ -31,7 +31,7 @@
 //! the consumer never received.
 
 use super::stats::{Progress, Report, Stats, ms, round3};
-use crate::kinesis::{CallError, Kinesis, error_chain};
+use crate::kinesis::{CallError, Kinesis};
 use anyhow::{Context, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -42,6 +42,7 @@ use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_gateway::eventstream::{Message, decode_message};
+use sluice_server::error_chain;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
