@@ -580,7 +580,7 @@ async fn open_produce(
 }
 
 #[tokio::test]
-async fn produce_stream_acks_every_batch_in_order_and_survives_a_refused_one() {
+async fn produce_stream_acks_every_batch_and_survives_a_refused_one() {
     let node = Node::start().await;
     let mut admin = streams(&node).await;
     create_active(&mut admin, "produced", 2).await;
@@ -596,16 +596,26 @@ async fn produce_stream_acks_every_batch_in_order_and_survives_a_refused_one() {
     for batch in batches.clone() {
         requests.send(batch).await.expect("send a batch");
     }
-    // 56-digit decimals: equal lengths compare as numbers do.
-    let mut last_by_shard: std::collections::HashMap<String, String> = Default::default();
-    let mut written = 0;
-    for expected in &batches {
+    // Batches that share no shard may be answered in either order: gather the acks.
+    let mut by_id = std::collections::HashMap::new();
+    for _ in &batches {
         let ack = acks
             .message()
             .await
             .expect("ack")
             .expect("an ack per batch");
-        assert_eq!(ack.batch_id, expected.batch_id);
+        assert!(
+            by_id.insert(ack.batch_id, ack).is_none(),
+            "one ack per batch"
+        );
+    }
+    // 56-digit decimals: equal lengths compare as numbers do.
+    let mut last_by_shard: std::collections::HashMap<String, String> = Default::default();
+    let mut written = 0;
+    for expected in &batches {
+        let ack = by_id
+            .remove(&expected.batch_id)
+            .expect("every batch answered");
         match expected.batch_id {
             3 => {
                 let error = ack.error.expect("refused batch");
@@ -627,6 +637,7 @@ async fn produce_stream_acks_every_batch_in_order_and_survives_a_refused_one() {
                     };
                     let sequence = ok.sequence_number.clone();
                     assert_eq!(sequence.len(), 56);
+                    // A shard's batches are written in the order they were sent.
                     if let Some(previous) =
                         last_by_shard.insert(ok.shard_id.clone(), sequence.clone())
                     {
@@ -644,6 +655,113 @@ async fn produce_stream_acks_every_batch_in_order_and_survives_a_refused_one() {
     assert_eq!(written, 7);
     drop(requests);
     assert!(acks.message().await.expect("clean end").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pipelined_produce_batches_keep_every_keys_order() {
+    let node = Node::start().await;
+    let mut admin = streams(&node).await;
+    create_active(&mut admin, "pipelined", 4).await;
+    let (requests, mut acks) = open_produce(&node).await;
+    // 60 batches sent without waiting: some share shards with the ones before, some not
+    // (a key per batch, or several), so batches are written both side by side and in turn.
+    let keys: Vec<String> = (0..12).map(|k| format!("key-{k}")).collect();
+    let batches = 60u64;
+    let sender = tokio::spawn(async move {
+        for batch_id in 0..batches {
+            let width = 1 + (batch_id as usize % 4);
+            let records = (0..width)
+                .flat_map(|i| {
+                    let key = keys[(batch_id as usize * 5 + i * 7) % keys.len()].clone();
+                    (0..5).map(move |n| {
+                        // Every other batch is large, so it takes longer than the next.
+                        let padding = if batch_id % 2 == 0 { 100 << 10 } else { 0 };
+                        pb::PutRecordsRequestEntry {
+                            partition_key: key.clone(),
+                            explicit_hash_key: None,
+                            data: format!("{batch_id}:{n}:{}", "x".repeat(padding))
+                                .into_bytes()
+                                .into(),
+                        }
+                    })
+                })
+                .collect();
+            let request = pb::ProduceRequest {
+                batch_id,
+                stream_name: "pipelined".into(),
+                records,
+            };
+            requests.send(request).await.expect("send a batch");
+        }
+        requests
+    });
+    let mut answered = std::collections::HashSet::new();
+    for _ in 0..batches {
+        let ack = acks
+            .message()
+            .await
+            .expect("ack")
+            .expect("an ack per batch");
+        assert_eq!(ack.error, None, "batch {} refused", ack.batch_id);
+        assert_eq!(ack.failed_record_count, 0);
+        assert!(answered.insert(ack.batch_id), "one ack per batch");
+    }
+    drop(sender.await.expect("sender"));
+    // Read every shard back: each key's records come in the order they were sent.
+    let client = node.client();
+    let shards = client
+        .list_shards()
+        .stream_name("pipelined")
+        .send()
+        .await
+        .expect("list shards");
+    let mut last: std::collections::HashMap<String, (u64, u64)> = Default::default();
+    let mut read = 0;
+    for shard in shards.shards() {
+        let mut iterator = client
+            .get_shard_iterator()
+            .stream_name("pipelined")
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .expect("iterator")
+            .shard_iterator;
+        // A read returns at most 10 MiB: read until one comes back empty.
+        while let Some(current) = iterator {
+            let output = client
+                .get_records()
+                .shard_iterator(current)
+                .send()
+                .await
+                .expect("get records");
+            if output.records.is_empty() {
+                break;
+            }
+            iterator = output.next_shard_iterator;
+            for record in output.records {
+                let key = record.partition_key().expect("a partition key").to_owned();
+                let text = String::from_utf8(record.data.into_inner()).expect("utf-8");
+                let mut fields = text.split(':');
+                let mut number = || -> u64 {
+                    fields
+                        .next()
+                        .and_then(|field| field.parse().ok())
+                        .expect("batch:n:padding")
+                };
+                let position = (number(), number());
+                if let Some(previous) = last.insert(key.clone(), position) {
+                    assert!(
+                        previous < position,
+                        "{key}: {position:?} was written after {previous:?}"
+                    );
+                }
+                read += 1;
+            }
+        }
+    }
+    let sent: usize = (0..batches).map(|b| 5 * (1 + (b as usize % 4))).sum();
+    assert_eq!(read, sent, "every record written once");
 }
 
 /// Three records of one key: 600 KiB (fits the 1 MiB burst), 600 KiB (does not), 1 KiB.

@@ -38,6 +38,7 @@
 //! # }
 //! ```
 
+use crate::PortReservation;
 use crate::faultproxy::NodeProxy;
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::node_client::NodeClient;
@@ -460,18 +461,21 @@ impl Cluster {
         let dir = root.join(format!("node-{node_id}"));
         let data_dir = dir.join("data");
         std::fs::create_dir_all(&data_dir).expect("create the node's data directory");
-        let grpc_addr = free_addr(ip);
+        // The node's ports stay bound while the proxy picks its own, so all four differ.
+        let ports = PortReservation::new(ip, 3);
+        let [grpc_addr, kinesis_addr, admin_addr] = ports.addrs().try_into().expect("three ports");
         let proxy = NodeProxy::start(SocketAddr::new(ip, 0), grpc_addr)
             .await
             .expect("start the node's proxy");
+        drop(ports);
         let info = NodeInfo {
             index,
             node_id,
             ip,
-            kinesis_addr: free_addr(ip),
+            kinesis_addr,
             grpc_addr,
             advertised_grpc_addr: proxy.addr(),
-            admin_addr: free_addr(ip),
+            admin_addr,
             data_dir,
             log_path: dir.join("log"),
         };
@@ -581,13 +585,6 @@ impl Drop for Cluster {
 fn send_signal(child: &Child, signal: rustix::process::Signal) -> std::io::Result<()> {
     rustix::process::kill_process(rustix::process::Pid::from_child(child), signal)?;
     Ok(())
-}
-
-/// A port nobody listens on at `ip` now (bound and released; the node binds it soon after).
-fn free_addr(ip: IpAddr) -> SocketAddr {
-    std::net::TcpListener::bind(SocketAddr::new(ip, 0))
-        .and_then(|listener| listener.local_addr())
-        .expect("pick a free port")
 }
 
 /// Whether `GET /readyz` answers 200 within two seconds (a paused node never answers).

@@ -341,11 +341,29 @@ pub fn sluice_binary() -> PathBuf {
     profile_dir.join("sluice")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+/// Free ports on one address, held until dropped: the ports of one node are picked
+/// together, so no two of them are the same (a port bound and released at once can be
+/// handed out again by the next bind).
+pub struct PortReservation {
+    listeners: Vec<std::net::TcpListener>,
+}
+
+impl PortReservation {
+    /// Binds `count` ports on `ip`.
+    pub fn new(ip: std::net::IpAddr, count: usize) -> PortReservation {
+        let listeners = (0..count)
+            .map(|_| std::net::TcpListener::bind(SocketAddr::new(ip, 0)).expect("pick a free port"))
+            .collect();
+        PortReservation { listeners }
+    }
+
+    /// The reserved addresses, in the order they were bound.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .map(|listener| listener.local_addr().expect("reserved address"))
+            .collect()
+    }
 }
 
 impl ProcessNode {
@@ -357,8 +375,11 @@ impl ProcessNode {
             "{} is missing: build it with `cargo build -p sluice`",
             binary.display()
         );
-        let kinesis_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let grpc = format!("127.0.0.1:{}", free_port());
+        let [kinesis_addr, grpc_addr] = PortReservation::new([127, 0, 0, 1].into(), 2)
+            .addrs()
+            .try_into()
+            .expect("two ports");
+        let grpc = grpc_addr.to_string();
         let child = Command::new(binary)
             .args(["server", "--data-dir"])
             .arg(dir)

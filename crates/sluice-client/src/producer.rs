@@ -48,7 +48,7 @@ impl Default for ProducerConfig {
             linger: Duration::from_millis(5),
             batch_max_records: 500,
             batch_max_bytes: 5 << 20,
-            max_in_flight: 4,
+            max_in_flight: 16,
             max_attempts: 10,
             buffer_bytes: 32 << 20,
             refresh_interval: Duration::from_secs(5),
@@ -226,7 +226,9 @@ struct InFlight {
     node: String,
     /// The generation of the node's stream it was sent on.
     generation: Option<u64>,
-    records: Vec<(String, Pending)>,
+    /// The shards its records belong to (each has no other batch in flight).
+    shards: Vec<String>,
+    records: Vec<Pending>,
 }
 
 /// The producer's task: owns the queues, the node streams and the batches in flight.
@@ -317,16 +319,20 @@ impl Task {
         }
     }
 
-    fn shard_of(&self, partition_key: &str) -> String {
-        self.routes
+    /// The queue of the shard a partition key routes to now.
+    fn queue_of(&mut self, partition_key: &str) -> &mut VecDeque<Pending> {
+        let shard = self
+            .routes
             .shard_for(partition_key, None)
-            .map(|s| s.shard_id.clone())
-            .unwrap_or_default()
+            .map_or("", |s| s.shard_id.as_str());
+        if !self.queues.contains_key(shard) {
+            self.queues.insert(shard.to_owned(), VecDeque::new());
+        }
+        self.queues.get_mut(shard).expect("inserted above")
     }
 
     fn enqueue_back(&mut self, pending: Pending) {
-        let shard = self.shard_of(&pending.partition_key);
-        self.queues.entry(shard).or_default().push_back(pending);
+        self.queue_of(&pending.partition_key).push_back(pending);
         self.queued += 1;
         self.oldest.get_or_insert_with(Instant::now);
     }
@@ -344,11 +350,13 @@ impl Task {
                 }));
                 continue;
             }
-            let shard = self.shard_of(&pending.partition_key);
+            let shard = self
+                .routes
+                .shard_for(&pending.partition_key, None)
+                .map_or_else(String::new, |s| s.shard_id.clone());
             let backoff = Duration::from_millis(20 * u64::from(pending.attempts.min(25)));
-            self.retry_at
-                .insert(shard.clone(), Instant::now() + backoff);
-            self.queues.entry(shard).or_default().push_front(pending);
+            self.queue_of(&pending.partition_key).push_front(pending);
+            self.retry_at.insert(shard, Instant::now() + backoff);
             self.queued += 1;
         }
         if self.queued > 0 {
@@ -366,7 +374,7 @@ impl Task {
                 if let Some(stream) = self.nodes.get_mut(&node) {
                     stream.in_flight = stream.in_flight.saturating_sub(1);
                 }
-                for (shard, _) in &batch.records {
+                for shard in &batch.shards {
                     self.busy.remove(shard);
                 }
                 if let Some(error) = ack.error {
@@ -375,7 +383,7 @@ impl Task {
                         error.error_code.as_str(),
                         "InternalFailure" | "ProvisionedThroughputExceededException"
                     );
-                    let records = batch.records.into_iter().map(|(_, p)| p);
+                    let records = batch.records.into_iter();
                     if retryable {
                         self.stale = true;
                         self.requeue(records.collect(), &error.error_code, &error.error_message);
@@ -392,7 +400,7 @@ impl Task {
                 }
                 let mut refused = Vec::new();
                 let (mut kind, mut message) = (String::new(), String::new());
-                for ((_, pending), result) in batch.records.into_iter().zip(ack.records) {
+                for (pending, result) in batch.records.into_iter().zip(ack.records) {
                     match result.result {
                         Some(pb::put_records_result_entry::Result::Success(ok)) => {
                             let _ = pending.reply.send(Ok(Ack {
@@ -435,12 +443,12 @@ impl Task {
                         continue;
                     };
                     self.barrier.remove(&id);
-                    for (shard, _) in &batch.records {
+                    for shard in &batch.shards {
                         self.busy.remove(shard);
                     }
                     // The node may have written them: at least once.
                     self.requeue(
-                        batch.records.into_iter().map(|(_, p)| p).collect(),
+                        batch.records,
                         "InternalFailure",
                         "the connection to the node was lost",
                     );
@@ -491,8 +499,9 @@ impl Task {
         }
     }
 
-    /// Sends a batch to every node with room for one, from the shards it leads that have
-    /// records waiting and no batch in flight.
+    /// Sends batches to every node with room for them, from the shards it leads that have
+    /// records waiting and no batch in flight: each shard goes into one batch, so a node
+    /// writes the batches of different shards side by side.
     async fn dispatch(&mut self) {
         if self.queued == 0 || !self.barrier.is_empty() {
             return;
@@ -522,46 +531,66 @@ impl Task {
             by_node.entry(node).or_default().push(shard.clone());
         }
         for (node, shards) in by_node {
-            let room = self
-                .nodes
-                .get(&node)
-                .is_none_or(|s| s.in_flight < self.config.max_in_flight);
-            if !room {
-                continue;
-            }
-            let mut records: Vec<(String, Pending)> = Vec::new();
-            let mut bytes = 0;
-            'shards: for shard in shards {
-                let Some(queue) = self.queues.get_mut(&shard) else {
-                    continue;
-                };
-                while let Some(next) = queue.front() {
-                    let size = next.partition_key.len() + next.data.len();
-                    if records.len() == self.config.batch_max_records
-                        || (bytes + size > self.config.batch_max_bytes && !records.is_empty())
-                    {
-                        if records.iter().any(|(s, _)| s == &shard) {
-                            self.busy.insert(shard.clone());
-                        }
-                        break 'shards;
-                    }
-                    bytes += size;
-                    records.extend(queue.pop_front().map(|p| (shard.clone(), p)));
+            let mut shards = shards.into_iter().peekable();
+            while shards.peek().is_some() {
+                let room = self
+                    .nodes
+                    .get(&node)
+                    .is_none_or(|s| s.in_flight < self.config.max_in_flight);
+                if !room {
+                    break;
                 }
-                self.busy.insert(shard.clone());
-                self.retry_at.remove(&shard);
+                let (batch_shards, records) = self.fill_batch(&mut shards);
+                if records.is_empty() {
+                    break;
+                }
+                self.queued -= records.len();
+                self.send(node.clone(), batch_shards, records).await;
             }
-            if records.is_empty() {
-                continue;
-            }
-            self.queued -= records.len();
-            self.send(node, records).await;
         }
         self.queues.retain(|_, q| !q.is_empty());
         self.oldest = (self.queued > 0).then(Instant::now);
     }
 
-    async fn send(&mut self, node: String, records: Vec<(String, Pending)>) {
+    /// One batch from the next shards: each shard with records in it is marked busy; a
+    /// shard whose records do not all fit ends the batch (the rest wait for its answer).
+    fn fill_batch(
+        &mut self,
+        shards: &mut impl Iterator<Item = String>,
+    ) -> (Vec<String>, Vec<Pending>) {
+        let mut taken = Vec::new();
+        let mut records = Vec::with_capacity(self.queued.min(self.config.batch_max_records));
+        let mut bytes = 0;
+        for shard in shards {
+            let Some(queue) = self.queues.get_mut(&shard) else {
+                continue;
+            };
+            let mut full = false;
+            let before = records.len();
+            while let Some(next) = queue.front() {
+                let size = next.partition_key.len() + next.data.len();
+                if records.len() == self.config.batch_max_records
+                    || (bytes + size > self.config.batch_max_bytes && !records.is_empty())
+                {
+                    full = true;
+                    break;
+                }
+                bytes += size;
+                records.extend(queue.pop_front());
+            }
+            if records.len() > before {
+                self.retry_at.remove(&shard);
+                self.busy.insert(shard.clone());
+                taken.push(shard);
+            }
+            if full {
+                break;
+            }
+        }
+        (taken, records)
+    }
+
+    async fn send(&mut self, node: String, shards: Vec<String>, records: Vec<Pending>) {
         let batch_id = self.next_batch;
         self.next_batch += 1;
         let request = pb::ProduceRequest {
@@ -569,7 +598,7 @@ impl Task {
             stream_name: self.stream.clone(),
             records: records
                 .iter()
-                .map(|(_, p)| pb::PutRecordsRequestEntry {
+                .map(|p| pb::PutRecordsRequestEntry {
                     partition_key: p.partition_key.clone(),
                     explicit_hash_key: None,
                     data: p.data.clone(),
@@ -590,6 +619,7 @@ impl Task {
             InFlight {
                 node: node.clone(),
                 generation,
+                shards,
                 records,
             },
         );

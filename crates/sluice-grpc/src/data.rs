@@ -9,6 +9,8 @@ use sluice_proto::v1::data_server::{Data, DataServer};
 use sluice_types::limits::{
     MAX_GET_RECORDS, MAX_PUT_RECORDS, MAX_PUT_RECORDS_BYTES, MAX_RECORD_BYTES,
 };
+use sluice_types::partition_key_hash;
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
@@ -154,6 +156,116 @@ async fn put_batch(
     })
 }
 
+/// Batches of one produce stream written at the same time, at most.
+const MAX_PRODUCE_BATCHES_RUNNING: usize = 16;
+
+/// One produce batch: the access check, the write with the in-order rule, the ack.
+async fn produce_batch(
+    broker: &Broker,
+    caller: Option<&sluice_cluster::Caller>,
+    batch: pb::ProduceRequest,
+) -> pb::ProduceAck {
+    let batch_id = batch.batch_id;
+    let allowed = match caller {
+        Some(caller) => broker
+            .authorize(
+                caller,
+                "kinesis:PutRecords",
+                &broker.stream_arn(&batch.stream_name),
+            )
+            .map_err(status_of),
+        None => Ok(()),
+    };
+    let outcome = match allowed {
+        Ok(()) => put_batch(broker, &batch.stream_name, batch.records, true).await,
+        Err(status) => Err(status),
+    };
+    match outcome {
+        Ok(response) => pb::ProduceAck {
+            batch_id,
+            failed_record_count: response.failed_record_count,
+            records: response.records,
+            error: None,
+        },
+        Err(status) => pb::ProduceAck {
+            batch_id,
+            failed_record_count: 0,
+            records: Vec::new(),
+            error: Some(pb::PutRecordsError {
+                error_code: status
+                    .metadata()
+                    .get(crate::ERROR_TYPE_KEY)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("InternalFailure")
+                    .to_owned(),
+                error_message: status.message().to_owned(),
+            }),
+        },
+    }
+}
+
+/// The hash-key ranges a produce batch writes to: those of the open shards its records
+/// route to when it arrives. Two batches whose ranges are disjoint share no partition key
+/// (nor any explicit hash key), whatever splits and merges happen while they are written.
+#[derive(Debug, PartialEq)]
+enum Claim {
+    /// A batch that could not be routed (unknown stream, bad hash key): it runs alone.
+    All,
+    /// Disjoint inclusive ranges, in order.
+    Ranges(Vec<(u128, u128)>),
+}
+
+impl Claim {
+    fn of(broker: &Broker, batch: &pb::ProduceRequest) -> Claim {
+        let Ok(stream) = broker.stream(&batch.stream_name) else {
+            return Claim::All;
+        };
+        let mut open: Vec<(u128, u128)> = stream
+            .open_shards()
+            .map(|shard| (shard.start_hash, shard.end_hash))
+            .collect();
+        open.sort_unstable();
+        let mut used = vec![false; open.len()];
+        for record in &batch.records {
+            let hash = match &record.explicit_hash_key {
+                Some(text) => match text.parse::<u128>() {
+                    Ok(hash) => hash,
+                    Err(_) => return Claim::All,
+                },
+                None => partition_key_hash(&record.partition_key),
+            };
+            match used.get_mut(open.partition_point(|(_, end)| *end < hash)) {
+                Some(used) => *used = true,
+                None => return Claim::All,
+            }
+        }
+        Claim::Ranges(
+            open.into_iter()
+                .zip(used)
+                .filter_map(|(range, used)| used.then_some(range))
+                .collect(),
+        )
+    }
+
+    fn overlaps(&self, other: &Claim) -> bool {
+        let (Claim::Ranges(mine), Claim::Ranges(theirs)) = (self, other) else {
+            return true;
+        };
+        let (mut i, mut j) = (0, 0);
+        while let (Some(a), Some(b)) = (mine.get(i), theirs.get(j)) {
+            if a.0 <= b.1 && b.0 <= a.1 {
+                return true;
+            }
+            if a.1 < b.1 {
+                i += 1;
+            } else {
+                j += 1;
+            }
+        }
+        false
+    }
+}
+
 type BatchStream =
     Pin<Box<dyn futures_core::Stream<Item = Result<pb::ReadShardBatch, Status>> + Send>>;
 
@@ -186,59 +298,46 @@ impl Data for DataApi {
         let caller = self.access.caller(&request)?;
         let broker = self.broker.clone();
         let mut incoming = request.into_inner();
-        let (acks, outgoing) = tokio::sync::mpsc::channel::<Result<pb::ProduceAck, Status>>(16);
-        // One batch at a time, in arrival order: that keeps every shard's order.
+        let (acks, outgoing) = tokio::sync::mpsc::channel::<Result<pb::ProduceAck, Status>>(
+            MAX_PRODUCE_BATCHES_RUNNING,
+        );
+        // Batches start in arrival order; one starts only once every earlier batch sharing
+        // a shard with it has finished, so each shard's batches are written one after
+        // another while batches of different shards are written side by side.
         tokio::spawn(async move {
+            let mut running = tokio::task::JoinSet::new();
+            let mut claims: HashMap<tokio::task::Id, Claim> = HashMap::new();
             loop {
                 let batch = match incoming.message().await {
                     Ok(Some(batch)) => batch,
-                    Ok(None) => return,
+                    Ok(None) => break,
                     Err(status) => {
                         tracing::debug!(error = %status, "produce stream ended by the client");
-                        return;
+                        break;
                     }
                 };
-                let batch_id = batch.batch_id;
-                let allowed = match &caller {
-                    Some(caller) => broker
-                        .authorize(
-                            caller,
-                            "kinesis:PutRecords",
-                            &broker.stream_arn(&batch.stream_name),
-                        )
-                        .map_err(status_of),
-                    None => Ok(()),
-                };
-                let outcome = match allowed {
-                    Ok(()) => put_batch(&broker, &batch.stream_name, batch.records, true).await,
-                    Err(status) => Err(status),
-                };
-                let ack = match outcome {
-                    Ok(response) => pb::ProduceAck {
-                        batch_id,
-                        failed_record_count: response.failed_record_count,
-                        records: response.records,
-                        error: None,
-                    },
-                    Err(status) => pb::ProduceAck {
-                        batch_id,
-                        failed_record_count: 0,
-                        records: Vec::new(),
-                        error: Some(pb::PutRecordsError {
-                            error_code: status
-                                .metadata()
-                                .get(crate::ERROR_TYPE_KEY)
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("InternalFailure")
-                                .to_owned(),
-                            error_message: status.message().to_owned(),
-                        }),
-                    },
-                };
-                if acks.send(Ok(ack)).await.is_err() {
-                    return;
+                let claim = Claim::of(&broker, &batch);
+                while claims.len() >= MAX_PRODUCE_BATCHES_RUNNING
+                    || claims.values().any(|running| running.overlaps(&claim))
+                {
+                    match running.join_next_with_id().await {
+                        Some(Ok((id, ()))) => claims.remove(&id),
+                        Some(Err(error)) => claims.remove(&error.id()),
+                        None => break,
+                    };
                 }
+                let broker = broker.clone();
+                let caller = caller.clone();
+                let acks = acks.clone();
+                let task = running.spawn(async move {
+                    let ack = produce_batch(&broker, caller.as_ref(), batch).await;
+                    let _ = acks.send(Ok(ack)).await;
+                });
+                claims.insert(task.id(), claim);
             }
+            // The batches already started finish and are answered (the ack stream ends
+            // when the last of them drops its sender).
+            running.detach_all();
         });
         Ok(Response::new(Box::pin(acks_stream(outgoing))))
     }
@@ -407,4 +506,24 @@ fn batches(
         let item = reader.next_batch().await?;
         Some((item, reader))
     })
+}
+
+#[cfg(test)]
+mod claim_tests {
+    use super::Claim;
+
+    #[test]
+    fn claims_overlap_when_a_range_meets_another() {
+        let ranges = |r: &[(u128, u128)]| Claim::Ranges(r.to_vec());
+        let low_and_high = ranges(&[(0, 9), (30, 39)]);
+        assert!(!low_and_high.overlaps(&ranges(&[(10, 19), (20, 29)])));
+        assert!(!low_and_high.overlaps(&ranges(&[(40, u128::MAX)])));
+        assert!(low_and_high.overlaps(&ranges(&[(10, 19), (39, 45)])));
+        assert!(low_and_high.overlaps(&ranges(&[(5, 5)])));
+        // A child's range inside its parent's: the same keys.
+        assert!(ranges(&[(0, 99)]).overlaps(&ranges(&[(50, 59)])));
+        assert!(!ranges(&[]).overlaps(&low_and_high));
+        assert!(Claim::All.overlaps(&ranges(&[])));
+        assert!(low_and_high.overlaps(&Claim::All));
+    }
 }
