@@ -345,6 +345,70 @@ async fn a_consumer_reads_parents_before_children_across_a_split_and_a_merge() {
     );
 }
 
+/// Records in flight, several batches per node, while the stream is split and then merged
+/// under them: every record is written once and each key's records come out in send order
+/// (shards read in id order, parents before children).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_keeps_each_keys_order_while_the_stream_splits_and_merges() {
+    let node = Node::start().await;
+    let client = Client::connect(ClientConfig::new(format!("http://{}", node.grpc_addr)))
+        .await
+        .unwrap();
+    client.create_stream("reshaped", 2).await.unwrap();
+    let producer = client
+        .producer(
+            "reshaped",
+            ProducerConfig {
+                batch_max_records: 50,
+                linger: Duration::from_millis(1),
+                refresh_interval: Duration::from_millis(100),
+                ..ProducerConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+    let kinesis = node.client();
+    let mut sent = send_numbered(&producer, 0, 3_000).await;
+    // Split while those are still being written.
+    kinesis
+        .split_shard()
+        .stream_name("reshaped")
+        .shard_to_split("shardId-000000000000")
+        .new_starting_hash_key((u128::MAX / 4).to_string())
+        .send()
+        .await
+        .unwrap();
+    sent.extend(send_numbered(&producer, 3_000, 3_000).await);
+    wait_active(&kinesis, "reshaped").await;
+    // Shards 2 and 3 are the split's children (adjacent): merge them back.
+    kinesis
+        .merge_shards()
+        .stream_name("reshaped")
+        .shard_to_merge("shardId-000000000002")
+        .adjacent_shard_to_merge("shardId-000000000003")
+        .send()
+        .await
+        .unwrap();
+    sent.extend(send_numbered(&producer, 6_000, 3_000).await);
+    wait_active(&kinesis, "reshaped").await;
+    sent.extend(send_numbered(&producer, 9_000, 1_000).await);
+    producer.flush().await.unwrap();
+    let mut acked = Vec::with_capacity(sent.len());
+    let mut shards = std::collections::HashSet::new();
+    for (data, delivery) in sent {
+        let ack = delivery.await.unwrap();
+        shards.insert(ack.shard_id);
+        acked.push(data);
+    }
+    assert!(
+        shards.contains("shardId-000000000004"),
+        "records reached the merged shard: {shards:?}"
+    );
+    let read = read_stream(&node, "reshaped").await;
+    assert_eq!(read.len(), acked.len(), "each record written once");
+    check_per_key_order(&read, &acked);
+}
+
 /// `send` waits while the producer's buffer is full instead of growing it, and goes on once
 /// the buffered records are written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
