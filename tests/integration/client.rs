@@ -265,6 +265,28 @@ async fn a_producer_routes_to_leaders_and_survives_a_leader_change() {
         }
     }
     assert_eq!(acked.len(), 1_800);
+    // The shards the stopped node led have new leaders, in a later epoch.
+    if let Some(victim) = victim.map(|addr| addr.to_string()) {
+        let after = client.routes("routed").await.unwrap();
+        for before in routes.shards() {
+            if before.leader.as_deref() != Some(victim.as_str()) {
+                continue;
+            }
+            let now = after
+                .shards()
+                .iter()
+                .find(|s| s.shard_id == before.shard_id)
+                .expect("the shard is still open");
+            assert_ne!(now.leader.as_deref(), Some(victim.as_str()));
+            assert!(
+                now.leader_epoch > before.leader_epoch,
+                "{}: epoch {} after the change, {} before",
+                now.shard_id,
+                now.leader_epoch,
+                before.leader_epoch
+            );
+        }
+    }
     let read = read_stream(&first, "routed").await;
     check_per_key_order(&read, &acked);
     drop((second, third));

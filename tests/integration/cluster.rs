@@ -279,6 +279,8 @@ async fn cluster_status_shows_members_placement_and_leaders() {
         expected.sort_unstable();
         assert_eq!(replicas, expected);
         assert!(ids.contains(&shard["Leader"].as_u64().unwrap()));
+        // The leader was elected: its epoch (the group's Raft term) is at least 1.
+        assert!(shard["LeaderEpoch"].as_u64().unwrap() >= 1, "{shard}");
     }
     // Preferred leaders alternate between the nodes.
     assert_ne!(shards[0]["Replicas"][0], shards[1]["Replicas"][0]);

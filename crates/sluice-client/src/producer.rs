@@ -464,7 +464,7 @@ impl Task {
         }
         self.refreshed = Instant::now();
         self.stale = false;
-        let routes = match self.client.routes(&self.stream).await {
+        let mut routes = match self.client.routes(&self.stream).await {
             Ok(routes) => routes,
             Err(error) => {
                 tracing::debug!(%error, "could not refresh the shard map");
@@ -483,6 +483,7 @@ impl Task {
             .map(|s| s.shard_id.as_str())
             .collect();
         let reshaped = before != after;
+        routes.keep_newer_leaders(&self.routes);
         self.routes = routes;
         if reshaped {
             // Batches already sent finish first; waiting records move to their new shard

@@ -138,6 +138,8 @@ pub struct ShardPlacement {
     pub shard: ShardId,
     pub replicas: Vec<u64>,
     pub leader: Option<u64>,
+    /// The shard group's Raft term as this node knows it (0 without a local replica).
+    pub leader_epoch: u64,
     pub closed: bool,
     /// The move of one of its replicas in progress.
     pub moving: Option<sluice_meta::Move>,
@@ -471,15 +473,18 @@ impl Broker {
                 .values()
                 .flat_map(|stream| {
                     let replicas = &replicas;
-                    stream.shards.iter().map(move |shard| ShardPlacement {
-                        stream: stream.name.clone(),
-                        shard: ShardId(shard.id),
-                        replicas: shard.replicas.clone(),
-                        leader: replicas
-                            .get(&(stream.name.clone(), stream.created_ms, shard.id))
-                            .and_then(|r| r.leader()),
-                        closed: shard.closed.is_some(),
-                        moving: shard.moving,
+                    stream.shards.iter().map(move |shard| {
+                        let replica =
+                            replicas.get(&(stream.name.clone(), stream.created_ms, shard.id));
+                        ShardPlacement {
+                            stream: stream.name.clone(),
+                            shard: ShardId(shard.id),
+                            replicas: shard.replicas.clone(),
+                            leader: replica.and_then(|r| r.leader()),
+                            leader_epoch: replica.map_or(0, |r| r.term()),
+                            closed: shard.closed.is_some(),
+                            moving: shard.moving,
+                        }
                     })
                 })
                 .collect()

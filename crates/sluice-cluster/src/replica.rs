@@ -676,6 +676,11 @@ impl Replica {
         self.metrics.borrow_watched().current_leader
     }
 
+    /// The group's current Raft term as this replica knows it.
+    pub fn term(&self) -> u64 {
+        self.metrics.borrow_watched().current_term
+    }
+
     /// Commits `command` through the group's leader (this node or another) and returns
     /// the leader's answer once it applied it.
     pub async fn write(&self, command: ShardCommand) -> Result<ShardResponse, WriteError> {

@@ -132,6 +132,7 @@ impl Node for NodeApi {
                     shard_id: p.shard.to_string(),
                     replicas: p.replicas,
                     leader: p.leader.unwrap_or(0),
+                    leader_epoch: p.leader_epoch,
                     closed: p.closed,
                     moving: p.moving.map(|m| pb::ShardMove {
                         from: m.from.unwrap_or(0),

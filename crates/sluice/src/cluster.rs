@@ -98,6 +98,7 @@ async fn status(node: grpc::Target, json: bool) -> anyhow::Result<()> {
                 "ShardId": s.shard_id,
                 "Replicas": s.replicas,
                 "Leader": s.leader,
+                "LeaderEpoch": s.leader_epoch,
                 "Closed": s.closed,
                 "Move": s.moving.as_ref().map(|m| json!({"From": m.from, "To": m.to})),
             })).collect::<Vec<_>>(),
@@ -153,17 +154,18 @@ async fn status(node: grpc::Target, json: bool) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "{:<24} {:<22} {:<8} {:<22} {:<12} MOVING",
-        "STREAM", "SHARD", "STATE", "LEADER", "REPLICAS"
+        "{:<24} {:<22} {:<8} {:<8} {:<6} {:<12} MOVING",
+        "STREAM", "SHARD", "STATE", "LEADER", "EPOCH", "REPLICAS"
     );
     for shard in &status.shards {
         let replicas: Vec<String> = shard.replicas.iter().map(u64::to_string).collect();
         let line = format!(
-            "{:<24} {:<22} {:<8} {:<22} {:<12} {}",
+            "{:<24} {:<22} {:<8} {:<8} {:<6} {:<12} {}",
             shard.stream_name,
             shard.shard_id,
             if shard.closed { "closed" } else { "open" },
             id_or_dash(shard.leader),
+            id_or_dash(shard.leader_epoch),
             replicas.join(","),
             shard.moving.as_ref().map_or_else(String::new, move_text)
         );
