@@ -217,13 +217,17 @@ enum Claim {
 
 impl Claim {
     fn of(broker: &Broker, batch: &pb::ProduceRequest) -> Claim {
-        let Ok(stream) = broker.stream(&batch.stream_name) else {
+        let open = broker.with_state(|state| {
+            state.streams.get(&batch.stream_name).map(|stream| {
+                stream
+                    .open_shards()
+                    .map(|shard| (shard.start_hash, shard.end_hash))
+                    .collect::<Vec<_>>()
+            })
+        });
+        let Some(mut open) = open else {
             return Claim::All;
         };
-        let mut open: Vec<(u128, u128)> = stream
-            .open_shards()
-            .map(|shard| (shard.start_hash, shard.end_hash))
-            .collect();
         open.sort_unstable();
         let mut used = vec![false; open.len()];
         for record in &batch.records {
