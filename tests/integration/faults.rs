@@ -675,28 +675,8 @@ async fn inv1_acked_records_survive_kill_9_of_the_whole_cluster() {
 async fn a_write_forwarded_to_a_frozen_leader_is_answered_once_a_new_leader_is_elected() {
     let mut cluster = start_cluster().await;
     let shards = create_stream(&cluster).await;
-    let endpoint = format!("http://{}", cluster.node(0).grpc_addr);
-    let deadline = Instant::now() + HISTORY_TIMEOUT;
-    let leader = loop {
-        let status = crate::cluster::cluster_status(&endpoint).await;
-        let leader = status["Shards"]
-            .as_array()
-            .and_then(|all| all.iter().find(|s| s["ShardId"] == shards[0].as_str()))
-            .and_then(|s| s["Leader"].as_u64())
-            .filter(|id| *id != 0);
-        if let Some(leader) = leader {
-            break leader;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no leader for {}: {status}",
-            shards[0]
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let frozen = (0..cluster.node_count())
-        .find(|i| cluster.node(*i).node_id == leader)
-        .expect("the leader is a node of the cluster");
+    let frozen = cluster.leader_of(0, STREAM, &shards[0]).await;
+    let leader = cluster.node(frozen).node_id;
     let healthy = (frozen + 1) % cluster.node_count();
     let client = sluice_tests::client_for(&cluster.node(healthy).endpoint());
     // Shard 0 starts at hash key 0.

@@ -35,24 +35,7 @@ async fn one_shard_stream_and_its_leader(cluster: &Cluster) -> usize {
     for index in 1..cluster.node_count() {
         sluice_tests::wait_active(&cluster.client(index), STREAM).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let leader = cluster.status(0).await.ok().and_then(|status| {
-            status
-                .shards
-                .iter()
-                .find(|s| s.stream_name == STREAM)
-                .map(|s| s.leader)
-                .filter(|leader| *leader != 0)
-        });
-        if let Some(leader) = leader {
-            return (0..cluster.node_count())
-                .find(|i| cluster.node(*i).node_id == leader)
-                .expect("the leader is a node of the cluster");
-        }
-        assert!(Instant::now() < deadline, "the shard has no leader");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    cluster.leader_of(0, STREAM, "shardId-000000000000").await
 }
 
 async fn put(client: &Client, data: &str, timeout: Duration) -> Result<String, String> {

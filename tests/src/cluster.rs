@@ -405,6 +405,32 @@ impl Cluster {
             .map_err(|_| format!("GetClusterStatus timed out after {STATUS_TIMEOUT:?}"))?
     }
 
+    /// Waits (up to 30 s) until node `asked` knows a leader of `shard` of `stream`, and
+    /// returns the leading node's index.
+    pub async fn leader_of(&self, asked: usize, stream: &str, shard: &str) -> usize {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let leader = self.status(asked).await.ok().and_then(|status| {
+                status
+                    .shards
+                    .iter()
+                    .find(|s| s.stream_name == stream && s.shard_id == shard)
+                    .map(|s| s.leader)
+                    .filter(|leader| *leader != 0)
+            });
+            if let Some(leader) = leader {
+                return (0..self.node_count())
+                    .find(|i| self.node(*i).node_id == leader)
+                    .expect("the leader is a node of the cluster");
+            }
+            if tokio::time::Instant::now() >= deadline {
+                self.dump_logs();
+                panic!("no leader of {stream}/{shard} known to node {asked}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Prints the last lines of every node's log to standard error (the test's output).
     pub fn dump_logs(&self) {
         for member in &self.members {
