@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 /// The longest pause between reads of a caught-up shard.
 const MAX_POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -308,41 +309,52 @@ impl Data for DataApi {
         // Batches start in arrival order; one starts only once every earlier batch sharing
         // a shard with it has finished, so each shard's batches are written one after
         // another while batches of different shards are written side by side.
-        tokio::spawn(async move {
-            let mut running = tokio::task::JoinSet::new();
-            let mut claims: HashMap<tokio::task::Id, Claim> = HashMap::new();
-            loop {
-                let batch = match incoming.message().await {
-                    Ok(Some(batch)) => batch,
-                    Ok(None) => break,
-                    Err(status) => {
-                        tracing::debug!(error = %status, "produce stream ended by the client");
-                        break;
-                    }
-                };
-                let claim = Claim::of(&broker, &batch);
-                while claims.len() >= MAX_PRODUCE_BATCHES_RUNNING
-                    || claims.values().any(|running| running.overlaps(&claim))
-                {
-                    match running.join_next_with_id().await {
-                        Some(Ok((id, ()))) => claims.remove(&id),
-                        Some(Err(error)) => claims.remove(&error.id()),
-                        None => break,
+        tokio::spawn(
+            async move {
+                let mut running = tokio::task::JoinSet::new();
+                let mut claims: HashMap<tokio::task::Id, Claim> = HashMap::new();
+                loop {
+                    let batch = match incoming.message().await {
+                        Ok(Some(batch)) => batch,
+                        Ok(None) => break,
+                        Err(status) => {
+                            tracing::debug!(error = %status, "produce stream ended by the client");
+                            break;
+                        }
                     };
+                    let claim = Claim::of(&broker, &batch);
+                    while claims.len() >= MAX_PRODUCE_BATCHES_RUNNING
+                        || claims.values().any(|running| running.overlaps(&claim))
+                    {
+                        match running.join_next_with_id().await {
+                            Some(Ok((id, ()))) => claims.remove(&id),
+                            Some(Err(error)) => claims.remove(&error.id()),
+                            None => break,
+                        };
+                    }
+                    let broker = broker.clone();
+                    let caller = caller.clone();
+                    let acks = acks.clone();
+                    let span = tracing::info_span!(
+                        "grpc.produce_batch",
+                        stream = %batch.stream_name,
+                        batch = batch.batch_id
+                    );
+                    let task = running.spawn(
+                        async move {
+                            let ack = produce_batch(&broker, caller.as_ref(), batch).await;
+                            let _ = acks.send(Ok(ack)).await;
+                        }
+                        .instrument(span),
+                    );
+                    claims.insert(task.id(), claim);
                 }
-                let broker = broker.clone();
-                let caller = caller.clone();
-                let acks = acks.clone();
-                let task = running.spawn(async move {
-                    let ack = produce_batch(&broker, caller.as_ref(), batch).await;
-                    let _ = acks.send(Ok(ack)).await;
-                });
-                claims.insert(task.id(), claim);
+                // The batches already started finish and are answered (the ack stream ends
+                // when the last of them drops its sender).
+                running.detach_all();
             }
-            // The batches already started finish and are answered (the ack stream ends
-            // when the last of them drops its sender).
-            running.detach_all();
-        });
+            .instrument(tracing::Span::current()),
+        );
         Ok(Response::new(Box::pin(acks_stream(outgoing))))
     }
 
