@@ -718,46 +718,24 @@ async fn pipelined_produce_batches_keep_every_keys_order() {
     let mut last: std::collections::HashMap<String, (u64, u64)> = Default::default();
     let mut read = 0;
     for shard in shards.shards() {
-        let mut iterator = client
-            .get_shard_iterator()
-            .stream_name("pipelined")
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .expect("iterator")
-            .shard_iterator;
-        // A read returns at most 10 MiB: read until one comes back empty.
-        while let Some(current) = iterator {
-            let output = client
-                .get_records()
-                .shard_iterator(current)
-                .send()
-                .await
-                .expect("get records");
-            if output.records.is_empty() {
-                break;
+        for record in crate::read_all(&client, "pipelined", shard.shard_id()).await {
+            let key = record.partition_key().expect("a partition key").to_owned();
+            let text = String::from_utf8(record.data.into_inner()).expect("utf-8");
+            let mut fields = text.split(':');
+            let mut number = || -> u64 {
+                fields
+                    .next()
+                    .and_then(|field| field.parse().ok())
+                    .expect("batch:n:padding")
+            };
+            let position = (number(), number());
+            if let Some(previous) = last.insert(key.clone(), position) {
+                assert!(
+                    previous < position,
+                    "{key}: {position:?} was written after {previous:?}"
+                );
             }
-            iterator = output.next_shard_iterator;
-            for record in output.records {
-                let key = record.partition_key().expect("a partition key").to_owned();
-                let text = String::from_utf8(record.data.into_inner()).expect("utf-8");
-                let mut fields = text.split(':');
-                let mut number = || -> u64 {
-                    fields
-                        .next()
-                        .and_then(|field| field.parse().ok())
-                        .expect("batch:n:padding")
-                };
-                let position = (number(), number());
-                if let Some(previous) = last.insert(key.clone(), position) {
-                    assert!(
-                        previous < position,
-                        "{key}: {position:?} was written after {previous:?}"
-                    );
-                }
-                read += 1;
-            }
+            read += 1;
         }
     }
     let sent: usize = (0..batches).map(|b| 5 * (1 + (b as usize % 4))).sum();

@@ -488,8 +488,8 @@ impl Cluster {
         let data_dir = dir.join("data");
         std::fs::create_dir_all(&data_dir).expect("create the node's data directory");
         // The node's ports stay bound while the proxy picks its own, so all four differ.
-        let ports = PortReservation::new(ip, 3);
-        let [grpc_addr, kinesis_addr, admin_addr] = ports.addrs().try_into().expect("three ports");
+        let ports = PortReservation::new(ip);
+        let [grpc_addr, kinesis_addr, admin_addr] = ports.addrs();
         let proxy = NodeProxy::start(SocketAddr::new(ip, 0), grpc_addr)
             .await
             .expect("start the node's proxy");

@@ -344,25 +344,24 @@ pub fn sluice_binary() -> PathBuf {
 /// Free ports on one address, held until dropped: the ports of one node are picked
 /// together, so no two of them are the same (a port bound and released at once can be
 /// handed out again by the next bind).
-pub struct PortReservation {
-    listeners: Vec<std::net::TcpListener>,
+pub struct PortReservation<const N: usize> {
+    listeners: [std::net::TcpListener; N],
 }
 
-impl PortReservation {
-    /// Binds `count` ports on `ip`.
-    pub fn new(ip: std::net::IpAddr, count: usize) -> PortReservation {
-        let listeners = (0..count)
-            .map(|_| std::net::TcpListener::bind(SocketAddr::new(ip, 0)).expect("pick a free port"))
-            .collect();
+impl<const N: usize> PortReservation<N> {
+    /// Binds `N` ports on `ip`.
+    pub fn new(ip: std::net::IpAddr) -> PortReservation<N> {
+        let listeners = std::array::from_fn(|_| {
+            std::net::TcpListener::bind(SocketAddr::new(ip, 0)).expect("pick a free port")
+        });
         PortReservation { listeners }
     }
 
     /// The reserved addresses, in the order they were bound.
-    pub fn addrs(&self) -> Vec<SocketAddr> {
+    pub fn addrs(&self) -> [SocketAddr; N] {
         self.listeners
-            .iter()
+            .each_ref()
             .map(|listener| listener.local_addr().expect("reserved address"))
-            .collect()
     }
 }
 
@@ -375,10 +374,7 @@ impl ProcessNode {
             "{} is missing: build it with `cargo build -p sluice`",
             binary.display()
         );
-        let [kinesis_addr, grpc_addr] = PortReservation::new([127, 0, 0, 1].into(), 2)
-            .addrs()
-            .try_into()
-            .expect("two ports");
+        let [kinesis_addr, grpc_addr] = PortReservation::new([127, 0, 0, 1].into()).addrs();
         let grpc = grpc_addr.to_string();
         let child = Command::new(binary)
             .args(["server", "--data-dir"])

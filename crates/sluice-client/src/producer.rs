@@ -355,8 +355,9 @@ impl Task {
                 .shard_for(&pending.partition_key, None)
                 .map_or_else(String::new, |s| s.shard_id.clone());
             let backoff = Duration::from_millis(20 * u64::from(pending.attempts.min(25)));
-            self.queue_of(&pending.partition_key).push_front(pending);
-            self.retry_at.insert(shard, Instant::now() + backoff);
+            self.retry_at
+                .insert(shard.clone(), Instant::now() + backoff);
+            self.queues.entry(shard).or_default().push_front(pending);
             self.queued += 1;
         }
         if self.queued > 0 {

@@ -97,6 +97,8 @@ impl BrokerConfig {
 #[derive(Debug, Clone)]
 pub struct PutRecordInput {
     pub partition_key: String,
+    /// The hash key the record routes by when known: its explicit hash key, or its
+    /// partition key's MD5 already computed by the caller. `None`: the MD5 is computed.
     pub explicit_hash_key: Option<u128>,
     pub data: Bytes,
 }

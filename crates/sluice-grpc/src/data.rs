@@ -56,11 +56,14 @@ fn acks_stream(
 
 /// One PutRecords batch: the Kinesis limits, the stream lookup, the write, the results.
 /// `in_order`: a shard's admitted records are a prefix of its records in the batch.
+/// `hashes`: the hash keys the records route by, when already computed (`routing_hashes`),
+/// so that no partition key is hashed twice.
 async fn put_batch(
     broker: &Broker,
     requested_stream: &str,
     entries: Vec<pb::PutRecordsRequestEntry>,
     in_order: bool,
+    hashes: Option<Vec<u128>>,
 ) -> Result<pb::PutRecordsResponse, Status> {
     let name = stream_name(requested_stream)?;
     let count = entries.len();
@@ -111,9 +114,9 @@ async fn put_batch(
         ))));
     }
     let mut records = Vec::with_capacity(count);
-    for record in entries {
+    for (i, record) in entries.into_iter().enumerate() {
         let explicit_hash_key = match record.explicit_hash_key {
-                None => None,
+                None => hashes.as_ref().and_then(|hashes| hashes.get(i).copied()),
                 Some(text) => Some(text.parse::<u128>().ok().filter(|_| !text.starts_with('+')).ok_or_else(|| {
                     status_of(BrokerError::InvalidArgument(format!(
                         "Invalid ExplicitHashKey. ExplicitHashKey must be in the range: [0, 2^128-1]. Specified value was {text}"
@@ -165,6 +168,7 @@ async fn produce_batch(
     broker: &Broker,
     caller: Option<&sluice_cluster::Caller>,
     batch: pb::ProduceRequest,
+    hashes: Option<Vec<u128>>,
 ) -> pb::ProduceAck {
     let batch_id = batch.batch_id;
     let allowed = match caller {
@@ -178,7 +182,7 @@ async fn produce_batch(
         None => Ok(()),
     };
     let outcome = match allowed {
-        Ok(()) => put_batch(broker, &batch.stream_name, batch.records, true).await,
+        Ok(()) => put_batch(broker, &batch.stream_name, batch.records, true, hashes).await,
         Err(status) => Err(status),
     };
     match outcome {
@@ -216,10 +220,27 @@ enum Claim {
     Ranges(Vec<(u128, u128)>),
 }
 
+/// The hash key each record routes by: its explicit hash key, else the MD5 of its partition
+/// key. `None` when an explicit hash key is not a number (`put_batch` refuses the batch).
+fn routing_hashes(records: &[pb::PutRecordsRequestEntry]) -> Option<Vec<u128>> {
+    records
+        .iter()
+        .map(|record| match &record.explicit_hash_key {
+            Some(text) => text.parse::<u128>().ok(),
+            None => Some(partition_key_hash(&record.partition_key)),
+        })
+        .collect()
+}
+
 impl Claim {
-    fn of(broker: &Broker, batch: &pb::ProduceRequest) -> Claim {
+    /// The claim of a batch to `stream` whose records route by `hashes` (`None`: a batch
+    /// that cannot be routed).
+    fn of(broker: &Broker, stream: &str, hashes: Option<&[u128]>) -> Claim {
+        let Some(hashes) = hashes else {
+            return Claim::All;
+        };
         let open = broker.with_state(|state| {
-            state.streams.get(&batch.stream_name).map(|stream| {
+            state.streams.get(stream).map(|stream| {
                 stream
                     .open_shards()
                     .map(|shard| (shard.start_hash, shard.end_hash))
@@ -231,15 +252,8 @@ impl Claim {
         };
         open.sort_unstable();
         let mut used = vec![false; open.len()];
-        for record in &batch.records {
-            let hash = match &record.explicit_hash_key {
-                Some(text) => match text.parse::<u128>() {
-                    Ok(hash) => hash,
-                    Err(_) => return Claim::All,
-                },
-                None => partition_key_hash(&record.partition_key),
-            };
-            match used.get_mut(open.partition_point(|(_, end)| *end < hash)) {
+        for hash in hashes {
+            match used.get_mut(open.partition_point(|(_, end)| end < hash)) {
                 Some(used) => *used = true,
                 None => return Claim::All,
             }
@@ -290,9 +304,15 @@ impl Data for DataApi {
             &request.get_ref().stream_name,
         )?;
         let request = request.into_inner();
-        put_batch(&self.broker, &request.stream_name, request.records, false)
-            .await
-            .map(Response::new)
+        put_batch(
+            &self.broker,
+            &request.stream_name,
+            request.records,
+            false,
+            None,
+        )
+        .await
+        .map(Response::new)
     }
 
     #[tracing::instrument(name = "grpc.produce", skip_all)]
@@ -322,7 +342,8 @@ impl Data for DataApi {
                             break;
                         }
                     };
-                    let claim = Claim::of(&broker, &batch);
+                    let hashes = routing_hashes(&batch.records);
+                    let claim = Claim::of(&broker, &batch.stream_name, hashes.as_deref());
                     while claims.len() >= MAX_PRODUCE_BATCHES_RUNNING
                         || claims.values().any(|running| running.overlaps(&claim))
                     {
@@ -342,7 +363,7 @@ impl Data for DataApi {
                     );
                     let task = running.spawn(
                         async move {
-                            let ack = produce_batch(&broker, caller.as_ref(), batch).await;
+                            let ack = produce_batch(&broker, caller.as_ref(), batch, hashes).await;
                             let _ = acks.send(Ok(ack)).await;
                         }
                         .instrument(span),
